@@ -1,0 +1,48 @@
+# DepthSegNet24 pipeline. Targets:
+#   snakemake --cores 2 frames        splits, frames and ground-truth shards of every enabled dataset
+#   snakemake --cores 2 teachers      CycleGAN translations, Mask2Former and Monodepth2 pseudo-labels
+#   snakemake --cores 2 train         the student (variant `full`)
+#   snakemake --cores 2 train_ablation  every variant of train.variants (Table 5)
+#   snakemake --cores 2 eval_tables   evaluate and write the paper's tables (default target)
+# Overlay the paper's settings: --configfile workflow/configs/paper.yaml
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/teachers.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        tables_outputs(),
+
+
+rule frames:
+    input:
+        frames_outputs(),
+
+
+rule teachers:
+    input:
+        teacher_outputs(),
+
+
+rule train:
+    input:
+        checkpoint_path("full"),
+
+
+rule train_ablation:
+    input:
+        [checkpoint_path(v) for v in variants()],
+
+
+rule eval_tables:
+    input:
+        tables_outputs(),

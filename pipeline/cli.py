@@ -1,0 +1,337 @@
+"""`python -m pipeline VERB ...`: the one entry point every Snakemake rule calls.
+
+One small function per verb: it parses explicit paths and values, calls the package, and
+nothing else. The config is read here (the edge) and passed down as plain values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("pipeline")
+
+def _bool_arg(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
+
+
+# ----------------------------------------------------------------------------- inspect
+def add_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="a .zarr group written by the pipeline")
+    p.add_argument("--verify", action="store_true", help="recompute the per-array checksums; exit 1 on a mismatch")
+    p.add_argument("--preview", type=Path, metavar="OUT.png", help="render one row to a PNG")
+    p.add_argument("--index", type=int, default=0, help="row to preview (default 0)")
+
+
+def cmd_inspect(args) -> int:
+    from pipeline import inspect as inspect_mod
+
+    print(inspect_mod.describe(args.path))
+    status = 0
+    if args.verify:
+        bad = inspect_mod.verify_report(args.path)
+        print(bad["text"])
+        status = 0 if bad["ok"] else 1
+    if args.preview:
+        out = inspect_mod.preview(args.path, args.index, args.preview)
+        print(f"preview of row {args.index} written to {out}")
+    return status
+
+
+# ----------------------------------------------------------------------------- data verbs (lead)
+def _crop(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
+    p.add_argument("--root", required=True, type=Path, help="dataset root")
+    p.add_argument("--version", default="v1.0-mini", help="nuScenes version folder")
+
+
+def add_demo_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
+    p.add_argument("--out", required=True, type=Path, help="dataset root to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keyframes-per-scene", type=int, default=8)
+    p.add_argument("--sweeps-between", type=int, default=2)
+    p.add_argument("--frames-per-run", type=int, default=40)
+
+
+def cmd_demo_data(args) -> int:
+    import shutil
+    import tempfile
+
+    from pipeline.datasets import demo
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
+    try:
+        if args.dataset == "nuscenes":
+            summary = demo.write_nuscenes_demo(tmp, seed=args.seed, keyframes_per_scene=args.keyframes_per_scene,
+                                               sweeps_between=args.sweeps_between)
+        else:
+            summary = demo.write_robotcar_demo(tmp, seed=args.seed, frames_per_run=args.frames_per_run)
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        tmp.replace(args.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("demo %s written to %s: %s", args.dataset, args.out, summary)
+    return 0
+
+
+def add_splits(p: argparse.ArgumentParser) -> None:
+    _add_dataset_args(p)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--split-files", type=_json_arg, default={}, help='JSON {"split": "file"}; others are derived')
+    p.add_argument("--day-clear-only", type=_bool_arg, default=True)
+    p.add_argument("--runs", type=_json_arg, default={}, help='RobotCar: JSON {"day": [...], "night": [...]}')
+    p.add_argument("--test-every", type=int, default=5)
+    p.add_argument("--test-fraction", type=float, default=0.3)
+
+
+def cmd_splits(args) -> int:
+    from pipeline.datasets import frames as fr
+
+    derived, header = _derive_splits(args)
+    for split in fr.SPLITS:
+        if split in args.split_files:
+            ids = fr.read_split_file(args.split_files[split])
+            note = f"{split}: from the user's split file {args.split_files[split]}"
+        else:
+            ids = derived[split]
+            note = f"{split}: derived ({header})"
+        fr.write_split_file(args.out_dir / f"{split}.txt", ids, header=note)
+        log.info("%s: %d frames -> %s", split, len(ids), args.out_dir / f"{split}.txt")
+    unknown = set(args.split_files) - set(fr.SPLITS)
+    if unknown:
+        raise ValueError(f"split_files names unknown splits {sorted(unknown)}; expected {list(fr.SPLITS)}")
+    return 0
+
+
+def _derive_splits(args):
+    if args.dataset == "nuscenes":
+        from pipeline.datasets import nuscenes as ns
+
+        nusc = ns.open_nuscenes(args.root, args.version)
+        return (ns.derive_splits(nusc, args.version, args.day_clear_only),
+                f"official {ns.VERSION_SPLITS.get(args.version)} scenes of {args.version}, night by scene description"
+                + (", rain scenes left out of day" if args.day_clear_only else ""))
+    from pipeline.datasets import robotcar_splits as rs
+
+    return (rs.derive_splits(args.root, args.runs, test_every=args.test_every, test_fraction=args.test_fraction),
+            f"runs {args.runs}; test = last {args.test_fraction:.0%} of each run, every {args.test_every}-th frame with LiDAR")
+
+
+def _table_and_loader(args, ids):
+    """Frame table + `load_rgb(source)` for the dataset."""
+    if args.dataset == "nuscenes":
+        from pipeline.datasets import nuscenes as ns
+        from pipeline.datasets.images import read_rgb
+
+        nusc = ns.open_nuscenes(args.root, args.version)
+        table = ns.frame_table(nusc, ids, neighbours=args.neighbours)
+        return table, (lambda source: read_rgb(args.root / source)), nusc
+    from pipeline.datasets import robotcar_splits as rs
+
+    table, load = rs.frame_table(args.root, ids)
+    return table, load, None
+
+
+def add_extract_frames(p: argparse.ArgumentParser) -> None:
+    _add_dataset_args(p)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--crop", nargs=4, type=int, default=[0, 0, 0, 0], metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"))
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--neighbours", default="sweeps", help="nuScenes: sweeps | keyframes | none")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows-per-shard", type=int, default=64)
+
+
+def cmd_extract_frames(args) -> int:
+    from pipeline import shards
+    from pipeline.datasets import frames as fr
+
+    ids = fr.read_split_file(args.split_file)
+    table, load, _ = _table_and_loader(args, ids)
+    attrs = shards.provenance("extract_frames", {
+        "dataset": args.dataset, "root": str(args.root), "version": args.version, "crop": args.crop,
+        "width": args.width, "height": args.height, "neighbours": args.neighbours},
+        {"split_file": shards.file_sha256(args.split_file)})
+    attrs["image_size_original"] = list(table.image_size)
+    fr.extract_frames(table, load, args.out, crop=args.crop, size=(args.width, args.height), attrs=attrs,
+                      threads=args.threads, rows_per_shard=args.rows_per_shard)
+    log.info("%s: %d rows (%d targets)", args.out, len(table), int(table.target.sum()))
+    return 0
+
+
+def add_gt_depth(p: argparse.ArgumentParser) -> None:
+    _add_dataset_args(p)
+    p.add_argument("--frames", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--eval-width", type=int, required=True)
+    p.add_argument("--eval-height", type=int, required=True)
+    p.add_argument("--lidar-window-us", type=int, default=4_000_000, help="RobotCar LMS accumulation window")
+
+
+def cmd_gt_depth(args) -> int:
+    from pipeline import shards
+    from pipeline.datasets import ground_truth
+
+    frames = shards.open_shard(args.frames)
+    crop = frames.attrs["config"]["crop"]  # the frames' own crop: GT covers exactly what the network sees
+    depth, K, labels = ground_truth.build(args.dataset, args.root, args.version, frames, crop=crop,
+                                          size=(args.eval_width, args.eval_height),
+                                          lidar_window_us=args.lidar_window_us)
+    attrs = shards.provenance("gt_depth", {
+        "dataset": args.dataset, "root": str(args.root), "version": args.version, "crop": crop,
+        "eval_width": args.eval_width, "eval_height": args.eval_height}, {"frames": shards.digest(args.frames)})
+    arrays = {"depth": depth, "K": K}
+    if labels is not None:
+        arrays["labels"] = labels
+    shards.write_group(args.out, arrays, attrs, compress=["depth", "labels"])
+    valid = depth[frames["target"][:]] > 0
+    log.info("%s: %d target frames, %.2f%% of pixels with depth", args.out, int(frames["target"][:].sum()),
+             100.0 * valid.mean() if valid.size else 0.0)
+    return 0
+
+
+# ----------------------------------------------------------------------------- teacher verbs
+def add_train_cyclegan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--day", type=Path, required=True, metavar="DAY.zarr", help="frames shard of day images")
+    p.add_argument("--night", type=Path, required=True, metavar="NIGHT.zarr", help="frames shard of night images")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes G_day2night.pth and G_night2day.pth here")
+    p.add_argument("--ngf", type=int, default=64, help="generator base channels (reference: 64)")
+    p.add_argument("--n-blocks", type=int, default=9, help="residual blocks (reference: 9)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs at constant learning rate (reference: 100)")
+    p.add_argument("--epochs-decay", type=int, default=100, help="epochs of linear decay to 0 (reference: 100)")
+    p.add_argument("--crop", type=int, default=256, help="random crop size (reference: 256)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained-day2night", type=Path, metavar="PATH",
+                   help="use this generator (reference format) instead of training; needs --pretrained-night2day")
+    p.add_argument("--pretrained-night2day", type=Path, metavar="PATH")
+
+
+def cmd_train_cyclegan(args) -> int:
+    import shutil
+
+    from pipeline.devices import resolve_device
+    from pipeline.shards import open_shard
+    from pipeline.synth import cyclegan
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    outs = {"day2night": args.out_dir / "G_day2night.pth", "night2day": args.out_dir / "G_night2day.pth"}
+    pretrained = {"day2night": args.pretrained_day2night, "night2day": args.pretrained_night2day}
+    if any(pretrained.values()):
+        if not all(pretrained.values()):
+            raise ValueError("--pretrained-day2night and --pretrained-night2day must be given together")
+        for key, src in pretrained.items():
+            G = cyclegan.load_generator(src)  # validates the file
+            log.info("using pretrained %s generator %s (ngf %d, %d blocks)", key, src, G.ngf, G.n_blocks)
+            shutil.copyfile(src, outs[key])
+        return 0
+    day, night = open_shard(args.day), open_shard(args.night)
+    ckpt = args.out_dir / "train_state.pt"
+    g_d2n, g_n2d = cyclegan.train_cyclegan(
+        day["image"], night["image"], ngf=args.ngf, n_blocks=args.n_blocks, n_epochs=args.epochs,
+        n_epochs_decay=args.epochs_decay, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
+        device=resolve_device(args.device), seed=args.seed, checkpoint_path=ckpt)
+    cyclegan.save_generator(g_d2n, outs["day2night"])
+    cyclegan.save_generator(g_n2d, outs["night2day"])
+    ckpt.unlink(missing_ok=True)  # finished: a later run with other settings must start afresh
+    log.info("wrote %s and %s", outs["day2night"], outs["night2day"])
+    return 0
+
+
+def add_translate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=Path, required=True, metavar="F.zarr", help="frames shard to translate")
+    p.add_argument("--generator", type=Path, required=True, metavar="G.pth", help="generator (reference format)")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.zarr", help="synth shard, aligned with --frames")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def cmd_translate(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from pipeline.devices import resolve_device
+    from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
+    from pipeline.synth import cyclegan
+
+    frames = open_shard(args.frames)
+    G = cyclegan.load_generator(args.generator)
+    device = resolve_device(args.device)
+    images, target = frames["image"], np.asarray(frames["target"][:], bool)
+    attrs = provenance("translate", {"ngf": G.ngf, "n_blocks": G.n_blocks},
+                       {"frames": digest(args.frames), "generator": file_sha256(args.generator)})
+    n, row_shape = images.shape[0], images.shape[1:]
+    with ShardWriter(args.out, n, attrs) as w:
+        w.create("image", row_shape, "uint8")
+        step = w.rows_per_shard["image"]
+        for start in tqdm(range(0, n, step), desc="translate", unit="shard"):
+            stop = min(n, start + step)
+            rows = np.flatnonzero(target[start:stop]) + start
+            block = np.zeros((stop - start, *row_shape), np.uint8)
+            if len(rows):
+                block[rows - start] = cyclegan.translate(G, images.oindex[rows], args.batch_size, device)
+            w.write("image", start, block)  # whole shards at once; non-target rows stay 0
+    log.info("translated %d target rows of %s into %s", int(target.sum()), args.frames, args.out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- train verbs
+# ----------------------------------------------------------------------------- eval verbs
+
+
+COMMANDS = {
+    "demo-data": (add_demo_data, cmd_demo_data, "render the embedded demo dataset in the real on-disk format"),
+    "splits": (add_splits, cmd_splits, "write results/{ds}/splits/{split}.txt (derived or from user split files)"),
+    "extract-frames": (add_extract_frames, cmd_extract_frames, "decode, crop, resize a split into frames/{split}.zarr"),
+    "gt-depth": (add_gt_depth, cmd_gt_depth, "LiDAR ground-truth depth (and label maps if present) per frame"),
+    "inspect": (add_inspect, cmd_inspect, "print arrays, attrs and statistics of a shard; verify; preview"),
+    "train-cyclegan": (add_train_cyclegan, cmd_train_cyclegan, "train (or adopt pretrained) CycleGAN day<->night generators"),
+    "translate": (add_translate, cmd_translate, "translate the target rows of a frames shard with a CycleGAN generator"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (add, _, help_text) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _, run, _ = COMMANDS[args.verb]
+    try:
+        return int(run(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        # Expected failures (bad input, missing files, bad config): one clear line, no traceback.
+        log.debug("traceback", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,118 @@
+"""What every dataset reader produces (a frame table) and the extraction into `frames/{split}.zarr`."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import shards
+from pipeline.datasets.images import crop_resize, crop_resize_transform
+from pipeline.geometry import scale_intrinsics
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train_day", "train_night", "test_day", "test_night")
+
+
+@dataclass
+class FrameTable:
+    """Rows of a frames shard before decoding: targets plus the neighbours they need.
+
+    `prev`/`next` index rows of this table (-1 = none); `K` is at the ORIGINAL image size."""
+    frame_id: list[str]
+    source: list[str]
+    timestamp: np.ndarray
+    sequence: np.ndarray
+    prev: np.ndarray
+    next: np.ndarray
+    target: np.ndarray
+    K: np.ndarray
+    image_size: tuple[int, int]          # original (width, height)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame_id)
+
+
+def build_table(records: list[dict], targets: set[str], image_size: tuple[int, int]) -> FrameTable:
+    """Rows from records {frame_id, source, timestamp, sequence, K, prev_id, next_id}, sorted by
+    (sequence, timestamp); prev/next ids become row indices (-1 when the neighbour is not a row)."""
+    records = sorted(records, key=lambda r: (r["sequence"], r["timestamp"], r["frame_id"]))
+    index = {r["frame_id"]: i for i, r in enumerate(records)}
+    if len(index) != len(records):
+        raise ValueError("duplicate frame ids in the frame table")
+    return FrameTable(
+        frame_id=[r["frame_id"] for r in records],
+        source=[r["source"] for r in records],
+        timestamp=np.array([r["timestamp"] for r in records], dtype=np.int64),
+        sequence=np.array([r["sequence"] for r in records], dtype=np.int32),
+        prev=np.array([index.get(r.get("prev_id") or "", -1) for r in records], dtype=np.int32),
+        next=np.array([index.get(r.get("next_id") or "", -1) for r in records], dtype=np.int32),
+        target=np.array([r["frame_id"] in targets for r in records], dtype=bool),
+        K=np.stack([np.asarray(r["K"], dtype=np.float64) for r in records]) if records else np.zeros((0, 3, 3)),
+        image_size=image_size,
+    )
+
+
+def extract_frames(table: FrameTable, load_rgb: Callable[[str], np.ndarray], out: Path, *, crop, size: tuple[int, int],
+                   attrs: Mapping, threads: int = 2, rows_per_shard: int = 64, progress: bool = True) -> Path:
+    """Decode, crop and resize every row with `load_rgb(source)` and write the frames group atomically.
+
+    Rows are decoded `rows_per_shard` at a time on `threads` threads and written one whole shard at
+    a time (zarr shards written at once are ~8x faster than chunk by chunk)."""
+    width, height = size
+    n = len(table)
+    sx, sy, left, top = crop_resize_transform(crop, table.image_size, size)
+    K = np.stack([scale_intrinsics(k, sx, sy, left, top) for k in table.K]) if n else np.zeros((0, 3, 3), np.float32)
+
+    def decode(source: str) -> np.ndarray:
+        img = load_rgb(source)
+        if (img.shape[1], img.shape[0]) != tuple(table.image_size):
+            raise ValueError(f"{source}: image is {img.shape[1]}x{img.shape[0]}, expected "
+                             f"{table.image_size[0]}x{table.image_size[1]} like the rest of the split")
+        return crop_resize(img, crop, size)
+
+    with shards.ShardWriter(out, n, attrs) as w:
+        w.create("image", (height, width, 3), "uint8", rows_per_shard=rows_per_shard)
+        with ThreadPoolExecutor(max(1, threads)) as pool, \
+                tqdm(total=n, desc=f"extract {Path(out).name}", unit="frame", disable=not progress) as bar:
+            for start in range(0, n, rows_per_shard):
+                sources = table.source[start:start + rows_per_shard]
+                block = np.stack(list(pool.map(decode, sources)))
+                w.write("image", start, block)
+                bar.update(len(sources))
+        w.write_all("prev", table.prev)
+        w.write_all("next", table.next)
+        w.write_all("target", table.target)
+        w.write_all("K", K.astype(np.float32))
+        w.write_all("timestamp", table.timestamp)
+        w.write_all("sequence", table.sequence)
+        w.write_all("frame_id", np.array(table.frame_id, dtype=str))
+        w.write_all("source", np.array(table.source, dtype=str))
+    return Path(out)
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """One frame id a line; blank lines and `#` comments are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    ids = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise ValueError(f"split file lists no frame ids: {path}")
+    return ids
+
+
+def write_split_file(path: str | Path, ids: list[str], header: str = "") -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    lines = [f"# {h}" for h in header.splitlines()] + list(ids)
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)

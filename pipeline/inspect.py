@@ -1,0 +1,125 @@
+"""`python -m pipeline inspect`: what is inside a shard, whether it is intact, and what one row looks like."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import shards
+
+_STAT_ROWS = 16  # value statistics are taken over at most this many evenly spaced rows
+
+
+def describe(path: str | Path) -> str:
+    group = shards.open_shard(path)
+    lines = [f"{path}  (zarr v{group.metadata.zarr_format} group, {group.attrs.get('n_rows', '?')} rows)"]
+    lines.append(f"{'array':<14}{'shape':<24}{'dtype':<10}{'chunk':<22}{'shard':<22}{'codecs':<26}stats")
+    for name in sorted(group.array_keys()):
+        arr = group[name]
+        codecs = ",".join(type(c).__name__.replace("Codec", "") for c in (arr.compressors or ())) or "none"
+        shard = str(arr.shards) if arr.shards else "-"
+        lines.append(f"{name:<14}{str(arr.shape):<24}{str(arr.dtype):<10}{str(arr.chunks):<22}{shard:<22}{codecs:<26}"
+                     f"{_stats(arr)}")
+    attrs = {k: v for k, v in group.attrs.items() if k != "checksums"}
+    lines.append("attrs:")
+    lines.append(json.dumps(attrs, indent=2, default=str)[:6000])
+    return "\n".join(lines)
+
+
+def _stats(arr) -> str:
+    n = arr.shape[0] if arr.ndim else 0
+    if n == 0:
+        return "empty"
+    rows = np.unique(np.linspace(0, n - 1, min(n, _STAT_ROWS)).astype(int))
+    if np.dtype(arr.dtype).kind in "OUT":
+        vals = arr[:]
+        return f"e.g. {vals[0]!r}"
+    sample = np.asarray(arr.get_orthogonal_selection((rows,)))
+    if sample.dtype == bool:
+        return f"true: {int(arr[:].sum())}/{n}"
+    s = sample.astype(np.float64)
+    return f"min {s.min():.4g} max {s.max():.4g} mean {s.mean():.4g} (rows {len(rows)}/{n})"
+
+
+def verify_report(path: str | Path) -> dict:
+    bad = shards.verify(path)
+    if not bad:
+        return {"ok": True, "text": "verify: OK, every array matches its stored checksum"}
+    lines = ["verify: FAILED"]
+    for name, (stored, actual) in bad.items():
+        lines.append(f"  {name}: stored {stored[:16]}..., actual {actual[:60]}")
+    return {"ok": False, "text": "\n".join(lines)}
+
+
+def preview(path: str | Path, index: int, out: str | Path) -> Path:
+    """Render row `index`: images as they are, depth with a colour map, labels with the Cityscapes palette.
+
+    Each array of the row becomes one panel; panels are stacked vertically at the width of the first."""
+    from pipeline.cityscapes import PALETTE
+
+    group = shards.open_shard(path)
+    n = group.attrs.get("n_rows", 0)
+    if not 0 <= index < n:
+        raise ValueError(f"--index {index} is outside [0, {n}) for {path}")
+    panels = []
+    for name in sorted(group.array_keys()):
+        arr = group[name]
+        if arr.ndim < 3:
+            continue
+        row = np.asarray(arr[index])
+        panel = _render_panel(name, row, group, PALETTE)
+        if panel is not None:
+            panels.append(_caption(panel, f"{name} [{index}]"))
+    if not panels:
+        raise ValueError(f"{path} has no image-like arrays to preview")
+    width = panels[0].shape[1]
+    panels = [cv2.resize(p, (width, max(1, round(p.shape[0] * width / p.shape[1]))), interpolation=cv2.INTER_NEAREST)
+              for p in panels]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(panels, axis=0), cv2.COLOR_RGB2BGR))
+    return out
+
+
+def _render_panel(name: str, row: np.ndarray, group, palette: np.ndarray) -> np.ndarray | None:
+    if row.ndim == 3 and row.shape[-1] == 3 and row.dtype == np.uint8:
+        return row
+    if name in ("labels", "topk_class") or (name.endswith("class")):
+        lab = row[..., 0] if row.ndim == 3 else row
+        return colorize_labels(lab, palette)
+    if name == "topk_prob":
+        return cv2.cvtColor(row[..., 0], cv2.COLOR_GRAY2RGB)
+    if row.ndim == 2 and np.issubdtype(row.dtype, np.floating):
+        return colorize_depth(row)
+    return None
+
+
+def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = palette
+    return lut[labels]
+
+
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """Inverse depth through the magma colour map (near = bright), 0/invalid = black."""
+    d = np.asarray(depth, np.float32)
+    valid = np.isfinite(d) & (d > 0)
+    inv = np.zeros_like(d)
+    inv[valid] = 1.0 / d[valid]
+    if valid.any():
+        lo, hi = np.percentile(inv[valid], [1, 99])
+        inv = np.clip((inv - lo) / max(hi - lo, 1e-6), 0, 1)
+    img = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if valid.mean() < 0.5:  # sparse LiDAR: dilate the points so they can be seen
+        img = cv2.dilate(img * valid[..., None].astype(np.uint8), np.ones((3, 3), np.uint8))
+    img[~valid & (cv2.dilate(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)] = 0
+    return img
+
+
+def _caption(img: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((18, img.shape[1], 3), 32, np.uint8)
+    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([bar, img], axis=0)

@@ -1,0 +1,267 @@
+"""The zarr v3 shard format: create, write, atomic commit, open, verify.
+
+One zarr group per (stage, dataset, split). Arrays are aligned on axis 0, one row per frame.
+Each chunk holds one row; a shard (zarr's sharding codec) holds `rows_per_shard` rows, so one
+frame is one small read and the file count stays low. Groups are written under a temporary
+name beside the destination and renamed into place only when complete: a killed writer never
+leaves a group that looks finished. The group's attrs carry provenance and one sha256 per
+array, which `verify` recomputes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from pipeline import __version__
+
+SCHEMA_VERSION = 1
+# blosc-zstd with byte shuffle: float16/float32 depth compresses well; photos barely do, and
+# decode cost dominates their reads (benchmarks/loader.py), so image arrays stay uncompressed.
+DEPTH_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)
+
+
+class ShardError(RuntimeError):
+    """A shard is missing, incomplete or fails verification."""
+
+
+def default_rows_per_shard(row_nbytes: int, target_bytes: int = 64 << 20) -> int:
+    """Rows per shard so that one shard file is about `target_bytes` (at least 1 row)."""
+    return max(1, int(target_bytes // max(1, row_nbytes)))
+
+
+class ShardWriter:
+    """Write one group atomically.
+
+        with ShardWriter(path, n_rows, attrs) as w:
+            w.create("image", (H, W, 3), "uint8")
+            w.write("image", start_row, block)   # whole shards at once is fastest
+            w.write_all("frame_id", np.array([...]))
+        # on a clean exit: checksums + attrs are stored and the group is renamed to `path`
+
+    On an exception (or SIGKILL) the temporary folder is left as `.<name>.tmp-*` and removed
+    by the next writer of the same path; `path` itself is untouched."""
+
+    def __init__(self, path: str | os.PathLike, n_rows: int, attrs: Mapping[str, Any] | None = None):
+        self.path = Path(path)
+        self.n_rows = int(n_rows)
+        if self.n_rows < 0:
+            raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+        self.attrs = dict(attrs or {})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(self.path)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
+        self.rows_per_shard: dict[str, int] = {}
+
+    def create(self, name: str, row_shape: Iterable[int], dtype, *, compress: bool = False,
+               rows_per_shard: int | None = None) -> zarr.Array:
+        """Create array `name` of shape (n_rows, *row_shape); one row per chunk, many per shard."""
+        row_shape = tuple(int(s) for s in row_shape)
+        dtype = np.dtype(dtype)
+        row_nbytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        rps = rows_per_shard or default_rows_per_shard(row_nbytes)
+        rps = max(1, min(rps, max(1, self.n_rows)))
+        self.rows_per_shard[name] = rps
+        return self.group.create_array(
+            name,
+            shape=(self.n_rows, *row_shape),
+            chunks=(1, *row_shape),
+            shards=(rps, *row_shape),
+            dtype=dtype,
+            compressors=[DEPTH_CODEC] if compress else None,
+            fill_value=0,
+        )
+
+    def write(self, name: str, start: int, block: np.ndarray) -> None:
+        """Write rows [start, start + len(block)) of array `name`."""
+        arr = self.group[name]
+        block = np.asarray(block)
+        if block.shape[1:] != arr.shape[1:]:
+            raise ValueError(f"{name}: block rows have shape {block.shape[1:]}, expected {arr.shape[1:]}")
+        if start < 0 or start + len(block) > arr.shape[0]:
+            raise ValueError(f"{name}: rows [{start}, {start + len(block)}) outside [0, {arr.shape[0]})")
+        arr[start:start + len(block)] = block
+
+    def write_all(self, name: str, values: np.ndarray, *, compress: bool = False) -> None:
+        """Create and fill a whole (small) array at once; strings become variable-length UTF-8."""
+        values = np.asarray(values)
+        if len(values) != self.n_rows:
+            raise ValueError(f"{name}: {len(values)} rows, expected {self.n_rows}")
+        if values.dtype.kind in "US":
+            arr = self.group.create_array(name, shape=(self.n_rows,), chunks=(max(1, self.n_rows),),
+                                          dtype=str, fill_value="")
+            if self.n_rows:
+                arr[:] = values.astype(str)
+            return
+        self.create(name, values.shape[1:], values.dtype, compress=compress, rows_per_shard=max(1, self.n_rows))
+        if self.n_rows:
+            self.group[name][:] = values
+
+    def commit(self) -> Path:
+        checksums = {name: array_checksum(self.group[name]) for name in sorted(self.group.array_keys())}
+        meta = dict(self.attrs)
+        meta.setdefault("schema_version", SCHEMA_VERSION)
+        meta.setdefault("package_version", __version__)
+        meta["n_rows"] = self.n_rows
+        meta["checksums"] = checksums
+        meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.group.attrs.update(_jsonable(meta))
+        _atomic_replace_dir(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_group(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
+                compress: Iterable[str] = ()) -> Path:
+    """Write a group from in-memory arrays (all aligned on axis 0) in one atomic step."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"arrays are not aligned on axis 0: {lengths}")
+    n = next(iter(lengths.values()), 0)
+    compress = set(compress)
+    with ShardWriter(path, n, attrs) as w:
+        for name, values in arrays.items():
+            w.write_all(name, values, compress=name in compress)
+    return Path(path)
+
+
+def open_shard(path: str | os.PathLike) -> zarr.Group:
+    """Open a committed group read-only, with a clear error when it is missing or incomplete."""
+    path = Path(path)
+    if not path.exists():
+        raise ShardError(f"shard not found: {path}")
+    try:
+        group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the path
+        raise ShardError(f"{path} is not a readable zarr v3 group: {exc}") from exc
+    if "checksums" not in group.attrs:
+        raise ShardError(f"{path} has no checksums in its attrs: it was not written by a complete ShardWriter")
+    return group
+
+
+def array_checksum(arr: zarr.Array) -> str:
+    """sha256 of the array's values in C order, read shard by shard (strings: UTF-8, NUL-separated)."""
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype}|{arr.shape}".encode())
+    n = arr.shape[0] if arr.ndim else 0
+    if np.dtype(arr.dtype).kind in "OUT":
+        h.update("\0".join(str(x) for x in arr[:]).encode("utf-8"))
+        return h.hexdigest()
+    step = arr.shards[0] if arr.shards else arr.chunks[0]
+    for start in range(0, n, max(1, step)):
+        h.update(np.ascontiguousarray(arr[start:start + step]).tobytes())
+    return h.hexdigest()
+
+
+def verify(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """Recompute every array's checksum; return {name: (stored, actual)} for mismatches (empty = OK).
+
+    A chunk that no longer decodes (corrupt bytes in a compressed or sharded file) is a mismatch too."""
+    group = open_shard(path)
+    stored = dict(group.attrs["checksums"])
+    bad: dict[str, tuple[str, str]] = {}
+    names = set(stored) | set(group.array_keys())
+    for name in sorted(names):
+        if name not in stored or name not in group:
+            bad[name] = (stored.get(name, "<missing>"), "<missing>" if name not in group else "<unrecorded>")
+            continue
+        try:
+            actual = array_checksum(group[name])
+        except Exception as exc:  # noqa: BLE001 - a decode error is a verification failure
+            actual = f"<unreadable: {type(exc).__name__}: {exc}>"
+        if actual != stored[name]:
+            bad[name] = (stored[name], actual)
+    return bad
+
+
+def digest(path: str | os.PathLike) -> str:
+    """Short content digest of a committed group (hash of its stored checksums) or of a file."""
+    path = Path(path)
+    if path.is_dir():
+        group = open_shard(path)
+        items = sorted(dict(group.attrs["checksums"]).items())
+        return hashlib.sha256(repr(items).encode()).hexdigest()
+    return file_sha256(path)
+
+
+def file_sha256(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(bufsize):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(rule: str, config: Mapping[str, Any], inputs: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The attrs every group carries: rule name, the config subset that produced it, input digests."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "rule": rule,
+        "config": _jsonable(dict(config)),
+        "inputs": dict(inputs or {}),
+        "package_version": __version__,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.split(".tmp-")[-1].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # another live writer of the same path: leave it alone
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _atomic_replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder `src` to `dst`; an existing `dst` is replaced only after success."""
+    if dst.exists():
+        trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)

@@ -1,0 +1,119 @@
+# Stage 1: the demo dataset, splits, frames and ground truth.
+
+
+rule demo_data:
+    output:
+        directory("data/demo/{ds}"),
+    params:
+        seed=config["demo"]["seed"],
+        keyframes=config["demo"]["keyframes_per_scene"],
+        sweeps=config["demo"]["sweeps_between"],
+        frames_per_run=config["demo"]["robotcar_frames_per_run"],
+        code=code_digest("datasets/render.py", "datasets/demo.py"),
+    log:
+        f"{R}/logs/demo_data/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo_data/{{ds}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "{PY} demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
+        " --keyframes-per-scene {params.keyframes} --sweeps-between {params.sweeps}"
+        " --frames-per-run {params.frames_per_run} > {log} 2>&1"
+
+
+rule splits:
+    input:
+        root=dataset_root_input,
+    output:
+        expand(f"{R}/{{{{ds}}}}/splits/{{split}}.txt", split=SPLITS),
+    params:
+        root=dataset_root,
+        version=lambda w: ds_cfg(w.ds).get("version", ""),
+        split_files=lambda w: split_files_json(w.ds),
+        day_clear_only=lambda w: ds_cfg(w.ds).get("day_clear_only", True),
+        runs=lambda w: __import__("json").dumps(ds_cfg(w.ds).get("runs", {})),
+        test_every=lambda w: ds_cfg(w.ds).get("test_every", 5),
+        test_fraction=lambda w: ds_cfg(w.ds).get("test_fraction", 0.3),
+        out_dir=lambda w: f"{R}/{w.ds}/splits",
+        code=code_digest("datasets"),
+    log:
+        f"{R}/logs/splits/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/splits/{{ds}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "{PY} splits --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        " --out-dir {params.out_dir} --split-files '{params.split_files}' --day-clear-only {params.day_clear_only}"
+        " --runs '{params.runs}' --test-every {params.test_every} --test-fraction {params.test_fraction}"
+        " > {log} 2>&1"
+
+
+rule extract_frames:
+    input:
+        split=f"{R}/{{ds}}/splits/{{split}}.txt",
+        root=dataset_root_input,
+    output:
+        directory(f"{R}/{{ds}}/frames/{{split}}.zarr"),
+    params:
+        root=dataset_root,
+        version=lambda w: ds_cfg(w.ds).get("version", ""),
+        crop=lambda w: crop_args(w.ds),
+        width=lambda w: ds_cfg(w.ds)["width"],
+        height=lambda w: ds_cfg(w.ds)["height"],
+        neighbours=lambda w: ds_cfg(w.ds).get("neighbours", "sweeps"),
+        rows_per_shard=config["extract"]["rows_per_shard"],
+        code=code_digest("datasets", "geometry.py"),
+    log:
+        f"{R}/logs/extract_frames/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}.tsv"
+    threads: config["extract"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "{PY} extract-frames --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        " --split-file {input.split} --out {output} --crop {params.crop} --width {params.width}"
+        " --height {params.height} --neighbours {params.neighbours} --threads {threads}"
+        " --rows-per-shard {params.rows_per_shard} > {log} 2>&1"
+
+
+rule gt_depth:
+    input:
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        root=dataset_root_input,
+    output:
+        directory(f"{R}/{{ds}}/gt_depth/{{split}}.zarr"),
+    params:
+        root=dataset_root,
+        version=lambda w: ds_cfg(w.ds).get("version", ""),
+        eval_width=lambda w: ds_cfg(w.ds)["eval_width"],
+        eval_height=lambda w: ds_cfg(w.ds)["eval_height"],
+        window=lambda w: ds_cfg(w.ds).get("lidar_window_us", 4000000),
+        code=code_digest("datasets", "geometry.py"),
+    log:
+        f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/gt_depth/{{ds}}_{{split}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "{PY} gt-depth --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        " --frames {input.frames} --out {output} --eval-width {params.eval_width}"
+        " --eval-height {params.eval_height} --lidar-window-us {params.window} > {log} 2>&1"

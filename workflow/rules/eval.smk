@@ -1,0 +1,81 @@
+# Stage 5: evaluation (Monodepth2 depth protocol, confusion-matrix mIoU), efficiency, the paper's tables.
+
+
+rule evaluate:
+    input:
+        checkpoint=f"{R}/train/{{variant}}/checkpoints/last.pt",
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        gt=f"{R}/{{ds}}/gt_depth/{{split}}.zarr",
+        seg_teacher=f"{R}/{{ds}}/seg_teacher/{{split}}.zarr",
+    output:
+        metrics=f"{R}/eval/{{variant}}/{{ds}}_{{split}}.json",
+        predictions=f"{R}/eval/{{variant}}/{{ds}}_{{split}}.h5",
+    params:
+        max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
+        batch_size=config["eval"]["batch_size"],
+        device=config["device"],
+        code=code_digest("evaluate", "model", "geometry.py", "devices.py"),
+    log:
+        f"{R}/logs/evaluate/{{variant}}_{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{variant}}_{{ds}}_{{split}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "{PY} evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
+        " --seg-teacher {input.seg_teacher} --dataset {wildcards.ds} --split {wildcards.split}"
+        " --max-depth {params.max_depth} --batch-size {params.batch_size} --device {params.device}"
+        " --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
+
+
+rule efficiency:
+    input:
+        checkpoint=f"{R}/train/full/checkpoints/last.pt",
+    output:
+        f"{R}/eval/efficiency.json",
+    params:
+        width=config["model"]["width"],
+        height=config["model"]["height"],
+        device=config["device"],
+        code=code_digest("evaluate", "model"),
+    log:
+        f"{R}/logs/efficiency.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "{PY} efficiency --checkpoint {input.checkpoint} --width {params.width} --height {params.height}"
+        " --device {params.device} --out {output} > {log} 2>&1"
+
+
+rule eval_tables_files:
+    input:
+        metrics=[p for v in variants() for p in eval_outputs(v)],
+        efficiency=f"{R}/eval/efficiency.json",
+    output:
+        md=f"{R}/tables/tables.md",
+        csv=f"{R}/tables/tables.csv",
+        tex=f"{R}/tables/tables.tex",
+    params:
+        figures=f"{R}/figures",
+        code=code_digest("evaluate"),
+    log:
+        f"{R}/logs/eval_tables.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "{PY} eval-tables --metrics {input.metrics} --efficiency {input.efficiency}"
+        " --out-dir $(dirname {output.md}) --figures-dir {params.figures} > {log} 2>&1"

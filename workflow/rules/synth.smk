@@ -1,0 +1,72 @@
+# Stage 2: CycleGAN day <-> night synthesis (reference CycleGAN networks and losses).
+
+
+def generator_for(wildcards):
+    """Day splits are translated day->night, night splits night->day."""
+    name = "G_day2night.pth" if wildcards.split.endswith("_day") else "G_night2day.pth"
+    return f"{R}/{wildcards.ds}/cyclegan/{name}"
+
+
+def pretrained_generator_args(wildcards):
+    g = config["cyclegan"]["generators"]
+    if g == "train":
+        return ""
+    return f"--pretrained-day2night {g['day2night']} --pretrained-night2day {g['night2day']}"
+
+
+rule train_cyclegan:
+    input:
+        day=f"{R}/{{ds}}/frames/train_day.zarr",
+        night=f"{R}/{{ds}}/frames/train_night.zarr",
+    output:
+        day2night=f"{R}/{{ds}}/cyclegan/G_day2night.pth",
+        night2day=f"{R}/{{ds}}/cyclegan/G_night2day.pth",
+    params:
+        out_dir=lambda w: f"{R}/{w.ds}/cyclegan",
+        c=config["cyclegan"],
+        pretrained=pretrained_generator_args,
+        device=config["device"],
+        seed=config["seed"],
+        code=code_digest("synth", "devices.py"),
+    log:
+        f"{R}/logs/train_cyclegan/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_cyclegan/{{ds}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    conda:
+        ENV
+    shell:
+        "{PY} train-cyclegan --day {input.day} --night {input.night} --out-dir {params.out_dir}"
+        " --ngf {params.c[ngf]} --n-blocks {params.c[n_blocks]} --epochs {params.c[epochs]}"
+        " --epochs-decay {params.c[epochs_decay]} --crop {params.c[crop]} --batch-size {params.c[batch_size]}"
+        " --lr {params.c[lr]} --device {params.device} --seed {params.seed} {params.pretrained} > {log} 2>&1"
+
+
+rule translate:
+    input:
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        generator=generator_for,
+    output:
+        directory(f"{R}/{{ds}}/synth/{{split}}.zarr"),
+    params:
+        batch_size=4,
+        device=config["device"],
+        code=code_digest("synth", "devices.py"),
+    log:
+        f"{R}/logs/translate/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/translate/{{ds}}_{{split}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "{PY} translate --frames {input.frames} --generator {input.generator} --out {output}"
+        " --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"

@@ -1,0 +1,132 @@
+# Stage 3: the segmentation teacher (Mask2Former) and the day-depth teacher (Monodepth2).
+
+
+def seg_checkpoint(wildcards):
+    ckpt = config["seg_teacher"]["checkpoint"]
+    return f"{R}/{wildcards.ds}/seg_teacher/demo_checkpoint" if ckpt == "demo" else ckpt
+
+
+def seg_checkpoint_input(wildcards):
+    return [seg_checkpoint(wildcards)] if config["seg_teacher"]["checkpoint"] == "demo" else []
+
+
+def depth_weights(wildcards):
+    w = config["depth_teacher"]["weights"]
+    return f"{R}/{wildcards.ds}/depth_teacher/weights" if w == "train" else w
+
+
+def depth_weights_input(wildcards):
+    return [depth_weights(wildcards)] if config["depth_teacher"]["weights"] == "train" else []
+
+
+rule demo_seg_teacher:
+    input:
+        frames=f"{R}/{{ds}}/frames/train_day.zarr",
+        gt=f"{R}/{{ds}}/gt_depth/train_day.zarr",
+    output:
+        directory(f"{R}/{{ds}}/seg_teacher/demo_checkpoint"),
+    params:
+        minutes=config["seg_teacher"]["demo_minutes"],
+        device=config["device"],
+        seed=config["seed"],
+        code=code_digest("teachers/mask2former.py", "devices.py"),
+    log:
+        f"{R}/logs/demo_seg_teacher/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "{PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
+        " --minutes {params.minutes} --device {params.device} --seed {params.seed} > {log} 2>&1"
+
+
+rule seg_pseudolabels:
+    input:
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        checkpoint=seg_checkpoint_input,
+    output:
+        directory(f"{R}/{{ds}}/seg_teacher/{{split}}.zarr"),
+    params:
+        checkpoint=seg_checkpoint,
+        topk=config["seg_teacher"]["topk"],
+        tau=config["seg_teacher"]["tau"],
+        batch_size=config["seg_teacher"]["batch_size"],
+        device=config["device"],
+        code=code_digest("teachers/mask2former.py", "devices.py"),
+    log:
+        f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        ENV
+    shell:
+        "HF_HUB_OFFLINE=1 {PY} seg-pseudolabels --frames {input.frames} --checkpoint {params.checkpoint}"
+        " --out {output} --topk {params.topk} --tau {params.tau} --batch-size {params.batch_size}"
+        " --device {params.device} > {log} 2>&1"
+
+
+rule train_depth_teacher:
+    input:
+        frames=f"{R}/{{ds}}/frames/train_day.zarr",
+    output:
+        directory(f"{R}/{{ds}}/depth_teacher/weights"),
+    params:
+        c=config["depth_teacher"],
+        device=config["device"],
+        seed=config["seed"],
+        code=code_digest("teachers/monodepth2.py", "model", "losses.py", "geometry.py", "devices.py"),
+    log:
+        f"{R}/logs/train_depth_teacher/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_depth_teacher/{{ds}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    conda:
+        ENV
+    shell:
+        "{PY} train-depth-teacher --frames {input.frames} --out-dir {output} --epochs {params.c[epochs]}"
+        " --batch-size {params.c[batch_size]} --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]}"
+        " --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]} --device {params.device}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule depth_pseudolabels:
+    input:
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        weights=depth_weights_input,
+    output:
+        directory(f"{R}/{{ds}}/depth_teacher/{{split}}.zarr"),
+    params:
+        weights=depth_weights,
+        c=config["depth_teacher"],
+        device=config["device"],
+        code=code_digest("teachers/monodepth2.py", "model", "geometry.py", "devices.py"),
+    log:
+        f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "{PY} depth-pseudolabels --frames {input.frames} --weights {params.weights} --out {output}"
+        " --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]}"
+        " --device {params.device} > {log} 2>&1"
