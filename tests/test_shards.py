@@ -1,0 +1,154 @@
+"""The zarr shard format: round trip, layout, atomic commit under SIGKILL, verification, inspect."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import shards
+from pipeline.cli import main
+
+
+def _write(path, n=10, h=8, w=12, rows_per_shard=4, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    depth = rng.random((n, h, w)).astype(np.float16) * 50
+    with shards.ShardWriter(path, n, shards.provenance("test", {"a": 1}, {"x": "abc"})) as wr:
+        wr.create("image", (h, w, 3), "uint8", rows_per_shard=rows_per_shard)
+        for start in range(0, n, rows_per_shard):
+            wr.write("image", start, image[start:start + rows_per_shard])
+        wr.create("depth", (h, w), "float16", compress=True, rows_per_shard=rows_per_shard)
+        wr.write("depth", 0, depth)
+        wr.write_all("frame_id", np.array([f"id{i}" for i in range(n)]))
+        wr.write_all("target", np.arange(n) % 2 == 0)
+    return image, depth
+
+
+def test_round_trip_layout_and_attrs(tmp_path):
+    path = tmp_path / "g.zarr"
+    image, depth = _write(path)
+    g = shards.open_shard(path)
+    np.testing.assert_array_equal(g["image"][:], image)
+    np.testing.assert_array_equal(g["depth"][:], depth)
+    assert list(g["frame_id"][:]) == [f"id{i}" for i in range(10)]
+    assert g["target"][:].sum() == 5
+    # one frame per chunk, several per shard file: 10 rows / 4 per shard -> 3 shard files
+    assert g["image"].chunks == (1, 8, 12, 3)
+    assert g["image"].shards == (4, 8, 12, 3)
+    assert len(list((path / "image" / "c").rglob("*"))) - len(list((path / "image" / "c").rglob("*/"))) >= 3
+    assert g["image"].compressors == ()
+    assert len(g["depth"].compressors) == 1
+    attrs = dict(g.attrs)
+    assert attrs["rule"] == "test" and attrs["config"] == {"a": 1} and attrs["inputs"] == {"x": "abc"}
+    assert attrs["schema_version"] == shards.SCHEMA_VERSION and attrs["n_rows"] == 10
+    assert set(attrs["checksums"]) == {"image", "depth", "frame_id", "target"}
+    assert shards.verify(path) == {}
+
+
+def test_misaligned_arrays_and_bad_blocks_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="not aligned"):
+        shards.write_group(tmp_path / "a.zarr", {"a": np.zeros(3), "b": np.zeros(4)})
+    assert not (tmp_path / "a.zarr").exists()
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        with shards.ShardWriter(tmp_path / "b.zarr", 3) as w:
+            w.create("x", (2,), "float32")
+            w.write("x", 2, np.zeros((2, 2), np.float32))
+    assert not (tmp_path / "b.zarr").exists()
+    assert not list(tmp_path.glob(".b.zarr.tmp-*")), "a failed writer must not leave its temporary folder"
+
+
+def test_failed_rewrite_keeps_the_previous_group(tmp_path):
+    path = tmp_path / "g.zarr"
+    image, _ = _write(path)
+    with pytest.raises(RuntimeError):
+        with shards.ShardWriter(path, 10) as w:
+            w.create("image", (8, 12, 3), "uint8")
+            raise RuntimeError("boom")
+    np.testing.assert_array_equal(shards.open_shard(path)["image"][:], image)
+
+
+def test_open_missing_or_incomplete(tmp_path):
+    with pytest.raises(shards.ShardError, match="not found"):
+        shards.open_shard(tmp_path / "nope.zarr")
+    import zarr
+
+    zarr.open_group(store=str(tmp_path / "half.zarr"), mode="w")
+    with pytest.raises(shards.ShardError, match="no checksums"):
+        shards.open_shard(tmp_path / "half.zarr")
+
+
+_SLOW_WRITER = r"""
+import sys, time, numpy as np
+from pipeline import shards
+path = sys.argv[1]
+with shards.ShardWriter(path, 40, {}) as w:
+    w.create("image", (16, 16, 3), "uint8", rows_per_shard=4)
+    for start in range(0, 40, 4):
+        w.write("image", start, np.full((4, 16, 16, 3), start, np.uint8))
+        print("wrote", start, flush=True)
+        time.sleep(0.2)
+"""
+
+
+def test_sigkill_mid_write_leaves_no_complete_looking_group(tmp_path):
+    path = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    for _ in range(3):  # let it write a few shards
+        assert proc.stdout.readline().startswith("wrote")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not path.exists(), "a killed writer must not leave the destination"
+    assert list(tmp_path.glob(".killed.zarr.tmp-*")), "the partial write stays under its temporary name"
+    # re-running completes, and removes the dead writer's temporary folder
+    subprocess.run([sys.executable, "-c", _SLOW_WRITER.replace("time.sleep(0.2)", "pass"), str(path)],
+                   check=True, capture_output=True)
+    assert shards.verify(path) == {}
+    assert shards.open_shard(path)["image"][39, 0, 0, 0] == 36
+    assert not list(tmp_path.glob(".killed.zarr.tmp-*"))
+
+
+def _shard_files(path: Path, name: str):
+    return sorted(p for p in (path / name).rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+@pytest.mark.parametrize("array", ["image", "depth"])
+def test_verify_catches_one_flipped_byte(tmp_path, array, capsys):
+    path = tmp_path / "g.zarr"
+    _write(path)
+    target = _shard_files(path, array)[1]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside the chunk data, not the index at the end
+    target.write_bytes(bytes(data))
+    bad = shards.verify(path)
+    assert list(bad) == [array]
+    assert main(["inspect", str(path), "--verify"]) == 1
+    assert f"{array}:" in capsys.readouterr().out
+
+
+def test_inspect_prints_arrays_and_previews(tmp_path, capsys):
+    path = tmp_path / "g.zarr"
+    _write(path)
+    assert main(["inspect", str(path), "--verify", "--preview", str(tmp_path / "p.png"), "--index", "3"]) == 0
+    out = capsys.readouterr().out
+    for text in ("image", "(10, 8, 12, 3)", "uint8", "(1, 8, 12, 3)", "(4, 8, 12, 3)", "verify: OK", '"rule": "test"'):
+        assert text in out
+    import cv2
+
+    png = cv2.imread(str(tmp_path / "p.png"))
+    assert png is not None and png.shape[1] == 12  # panels at the width of the image
+    assert main(["inspect", str(path), "--preview", str(tmp_path / "q.png"), "--index", "10"]) == 2
+    assert "outside [0, 10)" in capsys.readouterr().err
+
+
+def test_digest_changes_with_content(tmp_path):
+    _write(tmp_path / "a.zarr", seed=0)
+    _write(tmp_path / "b.zarr", seed=0)
+    _write(tmp_path / "c.zarr", seed=1)
+    assert shards.digest(tmp_path / "a.zarr") == shards.digest(tmp_path / "b.zarr")
+    assert shards.digest(tmp_path / "a.zarr") != shards.digest(tmp_path / "c.zarr")
