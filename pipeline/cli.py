@@ -213,6 +213,65 @@ def cmd_gt_depth(args) -> int:
 
 
 # ----------------------------------------------------------------------------- teacher verbs
+def add_fit_demo_seg_teacher(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=Path, required=True, metavar="TRAIN_DAY.zarr", help="frames shard (target rows used)")
+    p.add_argument("--gt", type=Path, required=True, metavar="GT_TRAIN_DAY.zarr", help="ground-truth shard with `labels`")
+    p.add_argument("--out-dir", type=Path, required=True, help="checkpoint folder (save_pretrained format)")
+    p.add_argument("--minutes", type=float, default=2.0, help="wall-clock training budget")
+    p.add_argument("--max-steps", type=int, default=None, help="step cap (reproducible runs); default: time only")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_fit_demo_seg_teacher(args) -> int:
+    import numpy as np
+
+    from pipeline.shards import open_shard
+    from pipeline.teachers import mask2former
+
+    frames, gt = open_shard(args.frames), open_shard(args.gt)
+    if "labels" not in gt:
+        raise KeyError(f"{args.gt}: ground-truth shard has no `labels` array (needed to fit the demo teacher)")
+    if gt["labels"].shape[0] != frames["image"].shape[0]:
+        raise ValueError(f"{args.gt} has {gt['labels'].shape[0]} rows, {args.frames} has {frames['image'].shape[0]}")
+    rows = np.flatnonzero(np.asarray(frames["target"][:], bool))
+    if not len(rows):
+        raise ValueError(f"{args.frames}: no target rows to fit the demo teacher on")
+    images = frames["image"].oindex[rows]
+    labels = mask2former.resize_labels(gt["labels"].oindex[rows], *images.shape[1:3])
+    report = mask2former.fit_demo_teacher(images, labels, args.out_dir, minutes=args.minutes, device=args.device,
+                                          seed=args.seed, max_steps=args.max_steps, batch_size=args.batch_size)
+    log.info("demo seg teacher: %d steps, loss %.3f -> %.3f, saved to %s",
+             report["steps"], report["first_loss"], report["last_loss"], args.out_dir)
+    return 0
+
+
+def add_seg_pseudolabels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=Path, required=True, metavar="F.zarr", help="frames shard (target rows labelled)")
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="DIR", help="local Mask2Former save_pretrained folder")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.zarr", help="seg_teacher shard, aligned with --frames")
+    p.add_argument("--topk", type=int, default=3, help="classes kept per pixel")
+    p.add_argument("--tau", type=float, default=0.1, help="threshold of eq. 16, for the dropped-mass report")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def cmd_seg_pseudolabels(args) -> int:
+    from pipeline.devices import resolve_device
+    from pipeline.shards import digest, provenance
+    from pipeline.teachers import mask2former
+
+    device = resolve_device(args.device)
+    model, processor = mask2former.load_teacher(args.checkpoint, device)
+    teacher = mask2former.teacher_id(args.checkpoint)
+    attrs = provenance("seg_pseudolabels", {"topk": args.topk, "tau": args.tau},
+                       {"frames": digest(args.frames), "teacher": teacher["sha256"]})
+    mask2former.write_pseudolabels(args.frames, args.out, model, processor, teacher=teacher, k=args.topk,
+                                   tau=args.tau, batch_size=args.batch_size, device=device, attrs=attrs)
+    return 0
+
+
 def add_train_cyclegan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--day", type=Path, required=True, metavar="DAY.zarr", help="frames shard of day images")
     p.add_argument("--night", type=Path, required=True, metavar="NIGHT.zarr", help="frames shard of night images")
@@ -299,18 +358,229 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def add_train_depth_teacher(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=Path, required=True, metavar="TRAIN_DAY.zarr", help="day frames shard")
+    p.add_argument("--out-dir", type=Path, required=True, metavar="WEIGHTS_DIR",
+                   help="writes encoder.pth, depth.pth, pose_encoder.pth, pose.pth (Monodepth2 layout)")
+    p.add_argument("--height", type=int, help="training height, multiple of 32 (default: the shard's)")
+    p.add_argument("--width", type=int, help="training width, multiple of 32 (default: the shard's)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--scheduler-step", type=int, default=15, help="StepLR step in epochs (x0.1)")
+    p.add_argument("--min-depth", type=float, default=0.1)
+    p.add_argument("--max-depth", type=float, default=100.0)
+    p.add_argument("--no-color-aug", action="store_true", help="disable colour-jitter augmentation")
+    p.add_argument("--pretrained", type=Path, metavar="RESNET18.pth",
+                   help="local torchvision ResNet-18 weights for both encoders (default: random init)")
+    p.add_argument("--checkpoint", type=Path, help="resumable training state "
+                   "(default: OUT_DIR.train_state.pt beside the folder; removed when training finishes)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_train_depth_teacher(args) -> int:
+    from pipeline.devices import resolve_device
+    from pipeline.shards import open_shard
+    from pipeline.teachers import monodepth2
+
+    frames = open_shard(args.frames)
+    h, w = frames["image"].shape[1:3]
+    ckpt = args.checkpoint or args.out_dir.with_name(args.out_dir.name + ".train_state.pt")
+    monodepth2.train_depth_teacher(
+        frames, height=args.height or h, width=args.width or w, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,
+        device=resolve_device(args.device), seed=args.seed, out_dir=args.out_dir, checkpoint_path=ckpt,
+        color_aug=not args.no_color_aug, pretrained_path=args.pretrained)
+    ckpt.unlink(missing_ok=True)  # finished: a later run with other settings must start afresh
+    log.info("wrote Monodepth2 weights to %s", args.out_dir)
+    return 0
+
+
+def add_depth_pseudolabels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=Path, required=True, metavar="F.zarr", help="frames shard")
+    p.add_argument("--weights", type=Path, required=True, metavar="WEIGHTS_DIR", help="Monodepth2 weights folder")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.zarr",
+                   help="depth_teacher shard, aligned with --frames")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--min-depth", type=float, default=0.1)
+    p.add_argument("--max-depth", type=float, default=100.0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def cmd_depth_pseudolabels(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from pipeline.devices import resolve_device
+    from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
+    from pipeline.teachers import monodepth2
+
+    frames = open_shard(args.frames)
+    device = resolve_device(args.device)
+    model = monodepth2.load_weights(args.weights, device)
+    teacher = {name: file_sha256(args.weights / name) for name in ("encoder.pth", "depth.pth")}
+    attrs = provenance("depth_pseudolabels", {"min_depth": args.min_depth, "max_depth": args.max_depth,
+                                              "teacher_height": model.height, "teacher_width": model.width},
+                       {"frames": digest(args.frames), **teacher})
+    attrs["teacher_sha256"] = teacher
+    images, target = frames["image"], np.asarray(frames["target"][:], bool)
+    n, hw = images.shape[0], tuple(images.shape[1:3])
+    with ShardWriter(args.out, n, attrs) as w:
+        w.create("depth", hw, "float16", compress=True)
+        step = w.rows_per_shard["depth"]
+        for start in tqdm(range(0, n, step), desc="depth pseudo-labels", unit="shard"):
+            stop = min(n, start + step)
+            rows = np.flatnonzero(target[start:stop]) + start
+            block = np.zeros((stop - start, *hw), np.float16)
+            if len(rows):
+                depth = monodepth2.predict_depth(model, images.oindex[rows], args.batch_size, device,
+                                                 args.min_depth, args.max_depth)
+                block[rows - start] = depth.astype(np.float16)
+            w.write("depth", start, block)  # whole shards at once; non-target rows stay 0
+    log.info("depth pseudo-labels for %d target rows of %s written to %s", int(target.sum()), args.frames, args.out)
+    return 0
+
+
 # ----------------------------------------------------------------------------- train verbs
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", type=Path, required=True, help="reads {ds}/frames, synth, seg_teacher, depth_teacher")
+    p.add_argument("--datasets", nargs="+", required=True, help="dataset folders under --results-dir, e.g. nuscenes robotcar")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes checkpoints/ (epoch_NNN.pt, last.pt) and tensorboard/")
+    p.add_argument("--settings", type=_json_arg, required=True,
+                   help='JSON {"model": {...}, "train": {...}, "variant", "switches": {...}, "seed", "datasets": {...}}')
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]; under torchrun each rank takes cuda:LOCAL_RANK")
+
+
+def cmd_train(args) -> int:
+    from pipeline import distributed
+    from pipeline import train as tr
+    from pipeline.data import TrainingSet
+    from pipeline.devices import resolve_device
+    from pipeline.model import build_model
+
+    s = tr.parse_settings(args.settings, args.datasets)
+    info, device = distributed.init(resolve_device(args.device))
+    try:
+        tr.seed_everything(s.seed)
+        model = build_model({"model": args.settings["model"]})
+        sw = s.switches
+        sets = {ds: TrainingSet(args.results_dir, ds, real_night=sw["real_night"], synthetic=sw["synthetic_night"],
+                                teacher_depth=sw["distillation"], flip=s.flip, seed=s.seed) for ds in args.datasets}
+        record = {**args.settings, "datasets_trained": list(args.datasets)}
+        tr.train(model, sets, args.out_dir, s, device, info, record=record)
+    finally:
+        distributed.cleanup()
+    return 0
+
+
 # ----------------------------------------------------------------------------- eval verbs
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="LAST.pt", help="student checkpoint of `train`")
+    p.add_argument("--frames", type=Path, required=True, metavar="F.zarr", help="frames shard (target rows evaluated)")
+    p.add_argument("--gt", type=Path, required=True, metavar="GT.zarr", help="gt_depth shard (`depth`, optional `labels`)")
+    p.add_argument("--seg-teacher", type=Path, metavar="S.zarr",
+                   help="seg_teacher shard: the seg reference when the gt has no labels; scored itself otherwise")
+    p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
+    p.add_argument("--split", required=True, help="e.g. test_day, test_night")
+    p.add_argument("--max-depth", type=float, required=True, help="evaluation cap in m (RobotCar 40, nuScenes 80)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", type=Path, required=True, metavar="METRICS.json")
+    p.add_argument("--predictions", type=Path, required=True, metavar="PRED.h5",
+                   help="h5: depth float16 at the gt size, seg uint8 at the reference size, frame_id, row")
+
+
+def cmd_evaluate(args) -> int:
+    from pipeline.devices import resolve_device
+    from pipeline.evaluate.predict import run_evaluate
+
+    if args.max_depth <= 0:
+        raise ValueError(f"--max-depth must be > 0, got {args.max_depth}")
+    r = run_evaluate(args.checkpoint, args.frames, args.gt, args.seg_teacher, dataset=args.dataset, split=args.split,
+                     max_depth=args.max_depth, batch_size=args.batch_size, device=resolve_device(args.device),
+                     out=args.out, predictions=args.predictions)
+    log.info("%s %s: %d frames, abs_rel %.4f (constant baseline %.4f), mIoU %s vs %s -> %s", args.dataset, args.split,
+             r["n_frames"], r["depth"]["abs_rel"], r["baseline_constant"]["abs_rel"], r["seg"]["miou"],
+             r["seg_reference"], args.out)
+    return 0
+
+
+def add_efficiency(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="LAST.pt", help="student checkpoint of `train`")
+    p.add_argument("--width", type=int, required=True, help="input width (paper Table 4: 576)")
+    p.add_argument("--height", type=int, required=True, help="input height (paper Table 4: 320)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]; CPU latency is always measured")
+    p.add_argument("--runs", type=int, default=20, help="timed forward passes per latency")
+    p.add_argument("--warmup", type=int, default=3, help="untimed forward passes first")
+    p.add_argument("--out", type=Path, required=True, metavar="EFF.json")
+
+
+def cmd_efficiency(args) -> int:
+    from pipeline.devices import resolve_device
+    from pipeline.evaluate.efficiency import run_efficiency
+    from pipeline.evaluate.predict import write_json_atomic
+
+    r = run_efficiency(args.checkpoint, args.width, args.height, resolve_device(args.device), args.runs, args.warmup)
+    write_json_atomic(args.out, r)
+    for name, entry in r["models"].items():
+        t = entry["modules"]["total"]
+        log.info("%s: %.3f M params, %.3f GMACs (thop), %.3f GMACs (FlopCounterMode), CPU %.4f s/image", name,
+                 t["params_m"], t["gmacs_thop"], t["gmacs_flop_counter"], entry["latency_s"]["cpu"])
+    return 0
+
+
+def add_eval_tables(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", type=Path, nargs="*", default=[], metavar="M.json",
+                   help="evaluate outputs results/eval/{variant}/{ds}_{split}.json")
+    p.add_argument("--efficiency", type=Path, metavar="EFF.json", help="efficiency output (Table 4)")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes tables.md, tables.csv, tables.tex")
+    p.add_argument("--figures-dir", type=Path, required=True, help="writes qualitative_{ds}_{split}.png, abs_rel.png")
+    p.add_argument("--predictions", type=Path, nargs="*", default=None, metavar="PRED.h5",
+                   help="one per --metrics, in order (default: the .h5 beside each metrics file)")
+
+
+def cmd_eval_tables(args) -> int:
+    from pipeline.evaluate import figures, tables
+
+    if args.predictions is not None and len(args.predictions) != len(args.metrics):
+        raise ValueError(f"--predictions gives {len(args.predictions)} files for {len(args.metrics)} --metrics files")
+    records = [tables.load_metrics(p) for p in args.metrics]
+    eff = tables.load_efficiency(args.efficiency) if args.efficiency else None
+    built = tables.build_tables(records, eff)
+    paths = tables.write_tables(built, args.out_dir, tables.header_text(records))
+    preds = dict(zip(map(str, args.metrics), args.predictions)) if args.predictions is not None else None
+    figs = figures.write_figures(records, args.figures_dir, tables.main_variant(tables.index_metrics(records)), preds)
+    log.info("tables: %s; figures: %s", ", ".join(map(str, paths.values())), ", ".join(map(str, figs)) or "none")
+    return 0
+
 
 
 COMMANDS = {
+    "fit-demo-seg-teacher": (add_fit_demo_seg_teacher, cmd_fit_demo_seg_teacher,
+                             "fit the demo's small Mask2Former on label maps; save_pretrained folder"),
+    "seg-pseudolabels": (add_seg_pseudolabels, cmd_seg_pseudolabels,
+                         "Mask2Former top-k soft pseudo-labels for the target rows of a frames shard"),
     "demo-data": (add_demo_data, cmd_demo_data, "render the embedded demo dataset in the real on-disk format"),
     "splits": (add_splits, cmd_splits, "write results/{ds}/splits/{split}.txt (derived or from user split files)"),
     "extract-frames": (add_extract_frames, cmd_extract_frames, "decode, crop, resize a split into frames/{split}.zarr"),
     "gt-depth": (add_gt_depth, cmd_gt_depth, "LiDAR ground-truth depth (and label maps if present) per frame"),
     "inspect": (add_inspect, cmd_inspect, "print arrays, attrs and statistics of a shard; verify; preview"),
-    "train-cyclegan": (add_train_cyclegan, cmd_train_cyclegan, "train (or adopt pretrained) CycleGAN day<->night generators"),
-    "translate": (add_translate, cmd_translate, "translate the target rows of a frames shard with a CycleGAN generator"),
+    "train-cyclegan": (add_train_cyclegan, cmd_train_cyclegan,
+                       "train (or adopt pretrained) CycleGAN day<->night generators"),
+    "translate": (add_translate, cmd_translate,
+                  "translate the target rows of a frames shard with a CycleGAN generator"),
+    "train-depth-teacher": (add_train_depth_teacher, cmd_train_depth_teacher,
+                            "train the Monodepth2 day-depth teacher; write its official weights folder"),
+    "depth-pseudolabels": (add_depth_pseudolabels, cmd_depth_pseudolabels,
+                           "Monodepth2 depth (float16) for the target rows of a frames shard"),
+    "train": (add_train, cmd_train, "train the student (DepthSegNet24); resumes; DDP under torchrun"),
+    "evaluate": (add_evaluate, cmd_evaluate,
+                 "depth (Monodepth2 protocol) and segmentation metrics of a student on a test split; predictions h5"),
+    "efficiency": (add_efficiency, cmd_efficiency,
+                   "parameters, GMACs (thop and FlopCounterMode) and latency per module, with Monodepth2 (Table 4)"),
+    "eval-tables": (add_eval_tables, cmd_eval_tables,
+                    "the paper's Tables 1-5 with measured rows beside them (md, csv, tex) and figures"),
 }
 
 

@@ -1,1 +1,1 @@
-"""synth."""
+"""Synthetic domain translation: CycleGAN day <-> night (`pipeline.synth.cyclegan`)."""

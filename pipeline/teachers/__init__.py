@@ -1,1 +1,1 @@
-"""teachers."""
+"""Teachers: Monodepth2 day depth (`pipeline.teachers.monodepth2`), Mask2Former segmentation."""

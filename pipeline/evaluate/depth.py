@@ -1,0 +1,83 @@
+"""Depth metrics with Monodepth2's protocol (`evaluate_depth.py`, `compute_errors`).
+
+Per image: keep ground-truth pixels with min_depth < gt <= max_depth (gt 0 = no measurement),
+scale the prediction by median(gt) / median(pred) over those pixels (numpy's median: the mean
+of the two middle values for an even count), clamp it to [1e-3, max_depth], then compute
+Abs Rel, Sq Rel, RMSE, RMSE log and the delta < 1.25, 1.25^2, 1.25^3 accuracies. Over a split,
+the metrics are averaged over images (`aggregate`).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import cv2
+import numpy as np
+
+MIN_DEPTH = 1e-3  # Monodepth2's MIN_DEPTH, also the lower clamp of the prediction
+METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Monodepth2's `compute_errors` on 1-D arrays of valid, positive depths."""
+    thresh = np.maximum(gt / pred, pred / gt)
+    return {
+        "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
+        "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
+        "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+        "a1": float(np.mean(thresh < 1.25)),
+        "a2": float(np.mean(thresh < 1.25 ** 2)),
+        "a3": float(np.mean(thresh < 1.25 ** 3)),
+    }
+
+
+def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, max_depth: float, min_depth: float = MIN_DEPTH,
+                          median_scaling: bool = True) -> dict[str, float]:
+    """Metrics of one (H, W) prediction against (H, W) ground truth (0 = invalid).
+
+    Returns the keys of `compute_errors` plus `ratio` (the median-scaling factor; 1.0 without
+    scaling). Raises ValueError when the shapes differ, when no pixel is valid, or when the
+    prediction is not finite / not positive where median scaling needs it."""
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if gt.shape != pred.shape or gt.ndim != 2:
+        raise ValueError(f"depth metrics need two (H, W) arrays of one shape, got gt {gt.shape} and "
+                         f"pred {pred.shape} (resize the prediction with resize_prediction first)")
+    mask = (gt > min_depth) & (gt <= max_depth)
+    if not mask.any():
+        raise ValueError(f"no valid ground-truth pixel in ({min_depth}, {max_depth}] m")
+    gt, pred = gt[mask], pred[mask]
+    if not np.all(np.isfinite(pred)):
+        raise ValueError(f"prediction has {int(np.sum(~np.isfinite(pred)))} non-finite values at valid pixels")
+    ratio = 1.0
+    if median_scaling:
+        pred_median = float(np.median(pred))
+        if pred_median <= 0:
+            raise ValueError(f"median of the prediction over valid pixels is {pred_median}; cannot median-scale")
+        ratio = float(np.median(gt)) / pred_median
+        pred = pred * ratio
+    pred = np.clip(pred, MIN_DEPTH, max_depth)
+    return {**compute_errors(gt, pred), "ratio": ratio}
+
+
+def resize_prediction(pred: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear cv2 resize of an (h, w) map to (height, width), as Monodepth2 resizes its disparity
+    to the ground-truth size before inverting it."""
+    pred = np.asarray(pred, dtype=np.float32)
+    if pred.ndim != 2:
+        raise ValueError(f"resize_prediction expects an (H, W) map, got shape {pred.shape}")
+    return cv2.resize(pred, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+
+
+def aggregate(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of every metric over images (Monodepth2), plus `ratio_median`, `ratio_std` and `n_images`."""
+    rows = list(per_image)
+    if not rows:
+        raise ValueError("aggregate needs at least one per-image metrics dict")
+    out = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    if "ratio" in rows[0]:
+        ratios = np.array([r["ratio"] for r in rows])
+        out["ratio_median"] = float(np.median(ratios))
+        out["ratio_std"] = float(np.std(ratios / np.median(ratios)))
+    out["n_images"] = len(rows)
+    return out
