@@ -20,7 +20,8 @@ def describe(path: str | Path) -> str:
         arr = group[name]
         codecs = ",".join(type(c).__name__.replace("Codec", "") for c in (arr.compressors or ())) or "none"
         shard = str(arr.shards) if arr.shards else "-"
-        lines.append(f"{name:<14}{str(arr.shape):<24}{str(arr.dtype):<10}{str(arr.chunks):<22}{shard:<22}{codecs:<26}"
+        dtype = "str" if np.dtype(arr.dtype).kind in "OUT" else str(arr.dtype)
+        lines.append(f"{name:<14}{str(arr.shape):<24}{dtype:<10}{str(arr.chunks):<22}{shard:<22}{codecs:<26}"
                      f"{_stats(arr)}")
     attrs = {k: v for k, v in group.attrs.items() if k != "checksums"}
     lines.append("attrs:")
@@ -67,6 +68,8 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
     for name in sorted(group.array_keys()):
         arr = group[name]
         if arr.ndim < 3:
+            continue
+        if min(arr.shape[1:3]) < 16:  # per-row matrices such as K are not images
             continue
         row = np.asarray(arr[index])
         panel = _render_panel(name, row, group, PALETTE)

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,6 +23,9 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from pipeline import __version__
+
+# Snakemake marks directory outputs with a `.snakemake_timestamp` file, which zarr warns about.
+warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
 
 SCHEMA_VERSION = 1
 # blosc-zstd with byte shuffle: float16/float32 depth compresses well; photos barely do, and

@@ -1,0 +1,148 @@
+"""nuScenes through the devkit: splits, frame tables, extraction, GT depth against the devkit, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import shards
+from pipeline.cli import main
+from pipeline.datasets import demo
+from pipeline.datasets import nuscenes as ns
+from pipeline.datasets.frames import read_split_file
+from pipeline.geometry import rasterize_depth
+
+W, H = 320, 180
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nus") / "nuscenes"
+    demo.write_nuscenes_demo(root, seed=3, keyframes_per_scene=3, sweeps_between=1, width=W, height=H, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def nusc(root):
+    return ns.open_nuscenes(root, "v1.0-mini")
+
+
+@pytest.fixture(scope="module")
+def split_dir(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("splits")
+    assert main(["splits", "--dataset", "nuscenes", "--root", str(root), "--version", "v1.0-mini",
+                 "--out-dir", str(out)]) == 0
+    return out
+
+
+def test_derived_splits_follow_official_scenes_and_descriptions(nusc, split_dir):
+    splits = {s: read_split_file(split_dir / f"{s}.txt") for s in ("train_day", "train_night", "test_day", "test_night")}
+    # demo: mini_train has 2 day + 2 night scenes, mini_val 1 + 1; 3 key frames each
+    assert {k: len(v) for k, v in splits.items()} == {"train_day": 6, "train_night": 6, "test_day": 3, "test_night": 3}
+    for split, ids in splits.items():
+        for token in ids:
+            sd = nusc.get("sample_data", token)
+            assert sd["is_key_frame"] and sd["channel"] == "CAM_FRONT"
+            scene = nusc.get("scene", nusc.get("sample", sd["sample_token"])["scene_token"])
+            assert ("night" in scene["description"].lower()) == split.endswith("night")
+    assert (split_dir / "test_day.txt").read_text().startswith("# test_day: derived")
+
+
+def test_scene_condition_substrings():
+    assert ns.scene_condition("Night, big street, bus stop") == "night"
+    assert ns.scene_condition("Rain, parked cars") == "rain"
+    assert ns.scene_condition("Parked cars, peds") == "day-clear"
+
+
+def test_frame_table_neighbours(nusc, split_dir):
+    ids = read_split_file(split_dir / "train_day.txt")
+    table = ns.frame_table(nusc, ids, neighbours="sweeps")
+    assert table.target.sum() == len(ids)
+    # 2 day scenes x 3 key frames; sweeps: one before, one between each pair, one after = 4 per scene
+    assert len(table) == len(ids) + 2 * 4
+    for i in np.flatnonzero(table.target):
+        sd = nusc.get("sample_data", table.frame_id[i])
+        assert table.frame_id[table.prev[i]] == sd["prev"] and table.frame_id[table.next[i]] == sd["next"]
+        assert table.timestamp[table.prev[i]] < table.timestamp[i] < table.timestamp[table.next[i]]
+    kf = ns.frame_table(nusc, ids, neighbours="keyframes")
+    assert len(kf) == len(ids) and all(kf.target)  # neighbours of a key frame are key frames of the split
+
+
+def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tmp_path):
+    frames = tmp_path / "frames.zarr"
+    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--split-file",
+                 str(split_dir / "test_day.txt"), "--out", str(frames), "--width", str(W), "--height", str(H),
+                 "--rows-per-shard", "4"]) == 0
+    g = shards.open_shard(frames)
+    assert g["image"].shape[1:] == (H, W, 3) and g["image"].shards[0] == 4
+    gt = tmp_path / "gt.zarr"
+    assert main(["gt-depth", "--dataset", "nuscenes", "--root", str(root), "--frames", str(frames), "--out", str(gt),
+                 "--eval-width", str(W), "--eval-height", str(H)]) == 0
+    d = shards.open_shard(gt)
+    rows = np.flatnonzero(g["target"][:])
+    assert len(rows) == 3
+    for i in rows:
+        token = g["frame_id"][i]
+        lidar = nusc.get("sample", nusc.get("sample_data", token)["sample_token"])["data"]["LIDAR_TOP"]
+        pts, depth, _ = nusc.explorer.map_pointcloud_to_image(lidar, token)
+        expected = rasterize_depth(pts[0], pts[1], depth, H, W)
+        np.testing.assert_array_equal(d["depth"][i], expected)
+        assert (expected > 0).sum() > 500
+        np.testing.assert_allclose(d["K"][i], nusc.get("calibrated_sensor", nusc.get(
+            "sample_data", token)["calibrated_sensor_token"])["camera_intrinsic"], rtol=1e-6)
+    assert not d["depth"][np.flatnonzero(~g["target"][:])].any(), "non-target rows carry no ground truth"
+    assert set(np.unique(d["labels"][rows[0]])) <= set(range(19)) | {255}
+
+
+def test_crop_and_resize_map_points_consistently(root, nusc, split_dir):
+    token = read_split_file(split_dir / "test_night.txt")[0]
+    full = ns.lidar_depth(nusc, token, (0, 0, 0, 0), (W, H))
+    half = ns.lidar_depth(nusc, token, (0, 20, 0, 0), (W // 2, (H - 20) // 2))
+    # every point of the cropped half-size map comes from a point of the full map, 2x2 block, nearest depth
+    for r, c in zip(*np.nonzero(half)):
+        block = full[20 + 2 * r: 22 + 2 * r, 2 * c: 2 * c + 2]
+        assert np.isclose(half[r, c], block[block > 0].min()) if (block > 0).any() else True
+
+
+def test_user_split_file_overrides(root, tmp_path, split_dir):
+    ids = read_split_file(split_dir / "test_day.txt")[:2]
+    user = tmp_path / "mine.txt"
+    user.write_text("# my test frames\n" + "\n".join(ids) + "\n")
+    out = tmp_path / "splits"
+    assert main(["splits", "--dataset", "nuscenes", "--root", str(root), "--out-dir", str(out),
+                 "--split-files", f'{{"test_day": "{user}"}}']) == 0
+    assert read_split_file(out / "test_day.txt") == ids
+    assert len(read_split_file(out / "train_day.txt")) == 6
+
+
+def test_missing_root_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "no_such_nuscenes"
+    assert main(["splits", "--dataset", "nuscenes", "--root", str(missing), "--out-dir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "datasets.nuscenes.root" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_unknown_frame_id_is_named(root, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not-a-token\n")
+    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--split-file", str(bad),
+                 "--out", str(tmp_path / "f.zarr"), "--width", "64", "--height", "32"]) == 2
+    assert "not-a-token" in capsys.readouterr().err
+
+
+def test_truncated_image_names_the_file_and_writes_nothing(root, split_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "nus"
+    shutil.copytree(root, copy)
+    token = read_split_file(split_dir / "test_day.txt")[1]
+    nusc = ns.open_nuscenes(copy, "v1.0-mini")
+    victim = copy / nusc.get("sample_data", token)["filename"]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "frames.zarr"
+    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(copy), "--split-file",
+                 str(split_dir / "test_day.txt"), "--out", str(out), "--width", "64", "--height", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "truncated JPEG" in err and victim.name in err
+    assert not out.exists() and not list(tmp_path.glob(".frames.zarr.tmp-*"))
