@@ -25,7 +25,7 @@ wildcard_constraints:
 def code_digest(*parts):
     """Digest of the package modules a rule runs: editing them re-runs the rule (a params trigger)."""
     h = hashlib.sha256()
-    for part in ("__init__.py", "cli.py", "shards.py") + parts:
+    for part in ("__init__.py", "shards.py") + parts:
         path = PKG / part
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
         for f in files:
