@@ -21,7 +21,7 @@ rule demo_data:
     conda:
         ENV
     shell:
-        "{PY} demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
+        "OMP_NUM_THREADS={threads} {PY} demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
         " --keyframes-per-scene {params.keyframes} --sweeps-between {params.sweeps}"
         " --frames-per-run {params.frames_per_run} > {log} 2>&1"
 
@@ -52,7 +52,7 @@ rule splits:
     conda:
         ENV
     shell:
-        "{PY} splits --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        "OMP_NUM_THREADS={threads} {PY} splits --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
         " --out-dir {params.out_dir} --split-files '{params.split_files}' --day-clear-only {params.day_clear_only}"
         " --runs '{params.runs}' --test-every {params.test_every} --test-fraction {params.test_fraction}"
         " > {log} 2>&1"
@@ -84,7 +84,7 @@ rule extract_frames:
     conda:
         ENV
     shell:
-        "{PY} extract-frames --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        "OMP_NUM_THREADS={threads} {PY} extract-frames --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
         " --split-file {input.split} --out {output} --crop {params.crop} --width {params.width}"
         " --height {params.height} --neighbours {params.neighbours} --threads {threads}"
         " --rows-per-shard {params.rows_per_shard} > {log} 2>&1"
@@ -114,6 +114,6 @@ rule gt_depth:
     conda:
         ENV
     shell:
-        "{PY} gt-depth --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
+        "OMP_NUM_THREADS={threads} {PY} gt-depth --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
         " --frames {input.frames} --out {output} --eval-width {params.eval_width}"
         " --eval-height {params.eval_height} --lidar-window-us {params.window} > {log} 2>&1"

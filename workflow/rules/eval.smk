@@ -27,7 +27,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{PY} evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
+        "OMP_NUM_THREADS={threads} {PY} evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
         " --seg-teacher {input.seg_teacher} --dataset {wildcards.ds} --split {wildcards.split}"
         " --max-depth {params.max_depth} --batch-size {params.batch_size} --device {params.device}"
         " --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
@@ -53,7 +53,7 @@ rule efficiency:
     conda:
         ENV
     shell:
-        "{PY} efficiency --checkpoint {input.checkpoint} --width {params.width} --height {params.height}"
+        "OMP_NUM_THREADS={threads} {PY} efficiency --checkpoint {input.checkpoint} --width {params.width} --height {params.height}"
         " --device {params.device} --out {output} > {log} 2>&1"
 
 
@@ -77,5 +77,5 @@ rule eval_tables_files:
     conda:
         ENV
     shell:
-        "{PY} eval-tables --metrics {input.metrics} --efficiency {input.efficiency}"
+        "OMP_NUM_THREADS={threads} {PY} eval-tables --metrics {input.metrics} --efficiency {input.efficiency}"
         " --out-dir $(dirname {output.md}) --figures-dir {params.figures} > {log} 2>&1"

@@ -40,7 +40,7 @@ rule train_cyclegan:
     conda:
         ENV
     shell:
-        "{PY} train-cyclegan --day {input.day} --night {input.night} --out-dir {params.out_dir}"
+        "OMP_NUM_THREADS={threads} {PY} train-cyclegan --day {input.day} --night {input.night} --out-dir {params.out_dir}"
         " --ngf {params.c[ngf]} --n-blocks {params.c[n_blocks]} --epochs {params.c[epochs]}"
         " --epochs-decay {params.c[epochs_decay]} --crop {params.c[crop]} --batch-size {params.c[batch_size]}"
         " --lr {params.c[lr]} --device {params.device} --seed {params.seed} {params.pretrained} > {log} 2>&1"
@@ -68,5 +68,5 @@ rule translate:
     conda:
         ENV
     shell:
-        "{PY} translate --frames {input.frames} --generator {input.generator} --out {output}"
+        "OMP_NUM_THREADS={threads} {PY} translate --frames {input.frames} --generator {input.generator} --out {output}"
         " --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"

@@ -42,7 +42,7 @@ rule demo_seg_teacher:
     conda:
         ENV
     shell:
-        "{PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
+        "OMP_NUM_THREADS={threads} {PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
         " --minutes {params.minutes} --device {params.device} --seed {params.seed} > {log} 2>&1"
 
 
@@ -71,7 +71,7 @@ rule seg_pseudolabels:
     conda:
         ENV
     shell:
-        "HF_HUB_OFFLINE=1 {PY} seg-pseudolabels --frames {input.frames} --checkpoint {params.checkpoint}"
+        "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} {PY} seg-pseudolabels --frames {input.frames} --checkpoint {params.checkpoint}"
         " --out {output} --topk {params.topk} --tau {params.tau} --batch-size {params.batch_size}"
         " --device {params.device} > {log} 2>&1"
 
@@ -98,7 +98,7 @@ rule train_depth_teacher:
     conda:
         ENV
     shell:
-        "{PY} train-depth-teacher --frames {input.frames} --out-dir {output} --epochs {params.c[epochs]}"
+        "OMP_NUM_THREADS={threads} {PY} train-depth-teacher --frames {input.frames} --out-dir {output} --epochs {params.c[epochs]}"
         " --batch-size {params.c[batch_size]} --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]}"
         " --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]} --device {params.device}"
         " --seed {params.seed} > {log} 2>&1"
@@ -127,6 +127,6 @@ rule depth_pseudolabels:
     conda:
         ENV
     shell:
-        "{PY} depth-pseudolabels --frames {input.frames} --weights {params.weights} --out {output}"
+        "OMP_NUM_THREADS={threads} {PY} depth-pseudolabels --frames {input.frames} --weights {params.weights} --out {output}"
         " --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]}"
         " --device {params.device} > {log} 2>&1"

@@ -43,5 +43,5 @@ rule train_student:
     conda:
         ENV
     shell:
-        "{params.launcher} -m pipeline train --results-dir {R} --datasets {params.datasets}"
+        "OMP_NUM_THREADS={threads} {params.launcher} -m pipeline train --results-dir {R} --datasets {params.datasets}"
         " --out-dir {params.out_dir} --settings '{params.settings}' --device {params.device} > {log} 2>&1"
