@@ -87,13 +87,13 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
 
 
 def _render_panel(name: str, row: np.ndarray, group, palette: np.ndarray) -> np.ndarray | None:
-    if row.ndim == 3 and row.shape[-1] == 3 and row.dtype == np.uint8:
-        return row
-    if name in ("labels", "topk_class") or (name.endswith("class")):
+    if name in ("labels", "seg") or name.endswith("class"):  # label maps; top-k: the top-1 class
         lab = row[..., 0] if row.ndim == 3 else row
         return colorize_labels(lab, palette)
-    if name == "topk_prob":
-        return cv2.cvtColor(row[..., 0], cv2.COLOR_GRAY2RGB)
+    if name.endswith("prob"):  # top-k probabilities x 255: the top-1 as grey levels
+        return cv2.cvtColor(np.ascontiguousarray(row[..., 0]), cv2.COLOR_GRAY2RGB)
+    if row.ndim == 3 and row.shape[-1] == 3 and row.dtype == np.uint8:
+        return row
     if row.ndim == 2 and np.issubdtype(row.dtype, np.floating):
         return colorize_depth(row)
     return None
