@@ -8,7 +8,8 @@ def train_settings(wildcards):
     ablations = config["train"]["ablations"]
     if variant not in ablations:
         raise ValueError(f"variant {variant!r} is not in config key train.ablations ({sorted(ablations)})")
-    return json.dumps({"model": config["model"], "train": config["train"], "variant": variant,
+    train = {k: v for k, v in config["train"].items() if k not in ("variants", "ablations", "datasets")}
+    return json.dumps({"model": config["model"], "train": train, "variant": variant,
                        "switches": ablations[variant], "seed": config["seed"],
                        "datasets": {ds: {"max_depth": ds_cfg(ds)["max_depth"]} for ds in train_datasets()}},
                       sort_keys=True)
@@ -30,7 +31,7 @@ rule train_student:
         datasets=" ".join(train_datasets()),
         launcher=launcher(),
         device=config["device"],
-        code=code_digest("model", "losses.py", "geometry.py", "train.py", "data.py", "devices.py"),
+        code=code_digest("model", "losses.py", "geometry.py", "train.py", "data.py", "distributed.py", "devices.py"),
     log:
         f"{R}/logs/train/{{variant}}.log",
     benchmark:

@@ -1,0 +1,166 @@
+"""The student's training set over the shards of one dataset (paper section 3.2, Fig. 2).
+
+One item = a real-day triplet (t-1, t, t+1) with its synthetic-night twin, the day teacher labels and
+teacher depth, plus a real-night triplet drawn independently (seeded by seed, epoch and index) with its
+synthetic-day twin and its teacher labels; intrinsics of each. Items of one dataset share one image size,
+so a batch holds one dataset (different datasets may have different sizes: one loader per dataset).
+
+Keys of an item (images float32 (3, H, W) in [0, 1]):
+    day_prev, day, day_next, syn_night, day_K (3, 3), day_topk_class / day_topk_prob uint8 (k, H', W'),
+    day_teacher_depth float32 (1, H'', W''), day_row;
+    night_prev, night, night_next, syn_day, night_K, night_topk_class / night_topk_prob, night_row;
+    flipped (bool).
+The night keys are left out with `real_night=False`, syn_night / syn_day with `synthetic=False`, the
+teacher depth with `teacher_depth=False` (the ablation switches of Table 5: nothing unused is read).
+
+Shards are read one row (one chunk) at a time and opened lazily in each process, so the set works in
+DataLoader workers (num_workers > 0) and with pin_memory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.shards import open_shard
+
+DAY, NIGHT = "train_day", "train_night"
+
+
+def shard_paths(results_dir: str | os.PathLike, dataset: str) -> dict[str, Path]:
+    """The shards the student reads for one dataset, by role."""
+    r = Path(results_dir) / dataset
+    return {
+        "day_frames": r / "frames" / f"{DAY}.zarr",
+        "day_synth": r / "synth" / f"{DAY}.zarr",
+        "day_seg": r / "seg_teacher" / f"{DAY}.zarr",
+        "day_depth": r / "depth_teacher" / f"{DAY}.zarr",
+        "night_frames": r / "frames" / f"{NIGHT}.zarr",
+        "night_synth": r / "synth" / f"{NIGHT}.zarr",
+        "night_seg": r / "seg_teacher" / f"{NIGHT}.zarr",
+    }
+
+
+def usable_targets(frames) -> np.ndarray:
+    """Rows of a frames group that are targets with both temporal neighbours (int64, ascending)."""
+    target = np.asarray(frames["target"][:], bool)
+    prev = np.asarray(frames["prev"][:])
+    nxt = np.asarray(frames["next"][:])
+    return np.flatnonzero(target & (prev >= 0) & (nxt >= 0))
+
+
+def _image(arr, row: int) -> torch.Tensor:
+    """uint8 (H, W, 3) row -> float32 (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr[int(row)])).permute(2, 0, 1).float().div_(255.0)
+
+
+def _labels(arr, row: int) -> torch.Tensor:
+    """uint8 (H, W, k) row -> uint8 (k, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(arr[int(row)])).permute(2, 0, 1).contiguous()
+
+
+def flip_K(K: torch.Tensor, width: int) -> torch.Tensor:
+    """Intrinsics of the horizontally flipped image: cx -> (W - 1) - cx (pixel-centre convention)."""
+    K = K.clone()
+    K[0, 2] = (width - 1) - K[0, 2]
+    return K
+
+
+class TrainingSet(Dataset):
+    """Training items of one dataset under RESULTS/{dataset}/ (see the module docstring for the keys).
+
+    `flip`: horizontal flip with probability 0.5, one decision per item applied to every image, label
+    and depth map of the item and to the cx of both intrinsics. Night rows and flips are drawn from a
+    generator seeded by (seed, epoch, index): call `set_epoch` before each epoch."""
+
+    def __init__(self, results_dir: str | os.PathLike, dataset: str, *, real_night: bool = True,
+                 synthetic: bool = True, teacher_depth: bool = True, flip: bool = False, seed: int = 0):
+        self.dataset = dataset
+        self.paths = shard_paths(results_dir, dataset)
+        self.real_night, self.synthetic, self.teacher_depth = real_night, synthetic, teacher_depth
+        self.flip, self.seed, self.epoch = flip, int(seed), 0
+        needed = ["day_frames", "day_seg"] + (["day_synth"] if synthetic else []) \
+            + (["day_depth"] if teacher_depth else [])
+        if real_night:
+            needed += ["night_frames", "night_seg"] + (["night_synth"] if synthetic else [])
+        self.needed = needed
+        groups = {role: open_shard(self.paths[role]) for role in needed}  # validates every shard now
+        self.day_rows = usable_targets(groups["day_frames"])
+        if not len(self.day_rows):
+            raise ValueError(f"{self.paths['day_frames']}: no target row with both a previous and a next frame")
+        self.night_rows = usable_targets(groups["night_frames"]) if real_night else np.zeros(0, np.int64)
+        if real_night and not len(self.night_rows):
+            raise ValueError(f"{self.paths['night_frames']}: no target row with both a previous and a next frame")
+        self._check_aligned(groups)
+        self._groups = None  # opened again lazily in each process (DataLoader workers)
+        self._pid = None
+
+    def _check_aligned(self, groups) -> None:
+        for side in ("day", "night"):
+            if f"{side}_frames" not in groups:
+                continue
+            n, hw = groups[f"{side}_frames"]["image"].shape[0], groups[f"{side}_frames"]["image"].shape[1:3]
+            for role, key in ((f"{side}_synth", "image"), (f"{side}_seg", "topk_class"),
+                              (f"{side}_seg", "topk_prob"), (f"{side}_depth", "depth")):
+                if role in groups:
+                    if key not in groups[role]:
+                        raise ValueError(f"{self.paths[role]}: missing array {key!r}")
+                    if groups[role][key].shape[0] != n:
+                        raise ValueError(f"{self.paths[role]}: {groups[role][key].shape[0]} rows, but "
+                                         f"{self.paths[f'{side}_frames']} has {n}: shards are not row-aligned")
+            if f"{side}_synth" in groups and groups[f"{side}_synth"]["image"].shape[1:3] != hw:
+                raise ValueError(f"{self.paths[f'{side}_synth']}: images {groups[f'{side}_synth']['image'].shape[1:3]}"
+                                 f" differ from the frames' {hw}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.day_rows)
+
+    def _open(self) -> dict:
+        if self._groups is None or self._pid != os.getpid():
+            self._groups = {role: open_shard(self.paths[role]) for role in self.needed}
+            self._pid = os.getpid()
+        return self._groups
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_groups"], state["_pid"] = None, None  # never ship open stores to workers
+        return state
+
+    def __getitem__(self, index: int) -> dict:
+        g = self._open()
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        night_pick = int(rng.integers(len(self.night_rows))) if self.real_night else -1
+        flipped = bool(self.flip and rng.random() < 0.5)
+        item = self._side(g, "day", int(self.day_rows[index]))
+        if self.real_night:
+            item.update(self._side(g, "night", int(self.night_rows[night_pick])))
+        item["flipped"] = flipped
+        if flipped:
+            for key, value in item.items():
+                if key.endswith("_K"):
+                    item[key] = flip_K(value, item[key.replace("_K", "")].shape[-1])
+                elif isinstance(value, torch.Tensor) and value.dim() == 3:
+                    item[key] = value.flip(-1).contiguous()
+        return item
+
+    def _side(self, g: dict, side: str, row: int) -> dict:
+        frames = g[f"{side}_frames"]
+        prev, nxt = int(frames["prev"][row]), int(frames["next"][row])
+        img = frames["image"]
+        out = {f"{side}_prev": _image(img, prev), side: _image(img, row), f"{side}_next": _image(img, nxt),
+               f"{side}_K": torch.from_numpy(np.asarray(frames["K"][row], np.float32)),
+               f"{side}_topk_class": _labels(g[f"{side}_seg"]["topk_class"], row),
+               f"{side}_topk_prob": _labels(g[f"{side}_seg"]["topk_prob"], row),
+               f"{side}_row": row}
+        if self.synthetic:
+            out["syn_night" if side == "day" else "syn_day"] = _image(g[f"{side}_synth"]["image"], row)
+        if side == "day" and self.teacher_depth:
+            depth = np.asarray(g["day_depth"]["depth"][row], np.float32)
+            out["day_teacher_depth"] = torch.from_numpy(depth).unsqueeze(0)
+        return out

@@ -1,0 +1,362 @@
+"""The student's training: dataset over the shards, the step (eq. 1-18, switches), the loop (overfit,
+atomic checkpoints, exact resume), the `train` verb under torchrun DDP (CPU, gloo)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline import train as train_mod
+from pipeline.data import TrainingSet, usable_targets
+from pipeline.model import build_model
+from pipeline.shards import open_shard, write_group
+from pipeline.train import SKY, TrainSettings, parse_settings, training_step
+
+H, W, K_TOP = 64, 64, 3  # 64x32 is too small: the decoder reflection-pads the 1/32 features (need >= 2 px)
+DS = "toy"
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CFG = {"light": {"base_channels": 8}, "width": 64, "height": 64}
+
+
+def _texture(rng, n_frames, brightness):
+    """A smooth random texture seen by a camera panning 2 px per frame: (n, H, W, 3) uint8."""
+    coarse = rng.random((H // 4, (W + 4 * n_frames) // 4, 3))
+    big = np.kron(coarse, np.ones((4, 4, 1)))
+    frames = np.stack([big[:, 2 * i:2 * i + W] for i in range(n_frames)])
+    return np.clip(frames * 255 * brightness, 0, 255).astype(np.uint8)
+
+
+def _split(root, split, sequences, brightness, synth_brightness, seed, with_depth):
+    """frames, synth, seg_teacher (and depth_teacher) shards of one split; the first frame of the first
+    sequence is a target WITHOUT a previous frame (must not be used)."""
+    rng = np.random.default_rng(seed)
+    images, prev, nxt, target, seq = [], [], [], [], []
+    for s, n in enumerate(sequences):
+        start = len(prev)
+        images.append(_texture(rng, n, brightness))
+        for i in range(n):
+            prev.append(start + i - 1 if i > 0 else -1)
+            nxt.append(start + i + 1 if i < n - 1 else -1)
+            target.append(0 < i < n - 1 or (s == 0 and i == 0))
+            seq.append(s)
+    images = np.concatenate(images)
+    n = len(images)
+    target = np.array(target)
+    K = np.tile(np.array([[0.58 * W, 0, W / 2 - 0.5], [0, 1.92 * H, H / 2 - 0.5], [0, 0, 1]], np.float32), (n, 1, 1))
+    write_group(root / DS / "frames" / f"{split}.zarr", {
+        "image": images, "prev": np.array(prev, np.int32), "next": np.array(nxt, np.int32), "target": target,
+        "K": K, "sequence": np.array(seq, np.int32), "frame_id": np.array([f"{split}/{i}" for i in range(n)])})
+    synth = np.where(target[:, None, None, None], np.clip(images * synth_brightness, 0, 255), 0).astype(np.uint8)
+    write_group(root / DS / "synth" / f"{split}.zarr", {"image": synth})
+    cls = np.zeros((n, H, W, K_TOP), np.uint8)
+    cls[:, : H // 3, :, 0] = SKY                      # top-1: sky on top, building, road below
+    cls[:, H // 3: 2 * H // 3, :, 0] = 2
+    cls[:, 2 * H // 3:, :, 0] = 0
+    cls[..., 1], cls[..., 2] = 13, 8
+    prob = np.tile(np.array([200, 40, 15], np.uint8), (n, H, W, 1))
+    write_group(root / DS / "seg_teacher" / f"{split}.zarr", {"topk_class": cls, "topk_prob": prob})
+    if with_depth:
+        rows = np.linspace(8.0, 1.0, H, dtype=np.float32)[None, :, None]
+        depth = np.where(target[:, None, None], np.broadcast_to(rows, (n, H, W)), 0).astype(np.float16)
+        write_group(root / DS / "depth_teacher" / f"{split}.zarr", {"depth": depth}, compress=["depth"])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the timings are per core, and the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    _split(root, "train_day", [5, 5], 1.0, 0.3, seed=1, with_depth=True)   # 6 usable targets (+1 without prev)
+    _split(root, "train_night", [6], 0.25, 3.0, seed=2, with_depth=False)  # 4 usable (+1 without prev)
+    return root
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model({"model": MODEL_CFG})
+
+
+def _batch(results, n=2, **kw):
+    ds = TrainingSet(results, DS, **kw)
+    return next(iter(DataLoader(ds, batch_size=n, shuffle=False)))
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def test_dataset_items_rows_and_shapes(results):
+    ds = TrainingSet(results, DS)
+    assert len(ds) == 6  # targets with both neighbours; the target without a previous frame is left out
+    day = open_shard(results / DS / "frames" / "train_day.zarr")
+    assert list(ds.day_rows) == list(usable_targets(day)) == [1, 2, 3, 6, 7, 8]
+    item = ds[0]
+    for key in ("day_prev", "day", "day_next", "syn_night", "night_prev", "night", "night_next", "syn_day"):
+        assert item[key].shape == (3, H, W) and item[key].dtype == torch.float32, key
+        assert 0 <= float(item[key].min()) and float(item[key].max()) <= 1, key
+    assert item["day_topk_class"].shape == (K_TOP, H, W) and item["day_topk_class"].dtype == torch.uint8
+    assert item["day_teacher_depth"].shape == (1, H, W) and float(item["day_teacher_depth"].max()) == 8.0
+    row = item["day_row"]
+    assert torch.equal(item["day"], torch.from_numpy(day["image"][row]).permute(2, 0, 1).float() / 255)
+    assert torch.equal(item["day_prev"], torch.from_numpy(day["image"][row - 1]).permute(2, 0, 1).float() / 255)
+    assert item["night_row"] in (1, 2, 3, 4)
+    # synthetic night is the twin of the SAME row, darker
+    assert float(item["syn_night"].mean()) < 0.5 * float(item["day"].mean())
+
+
+def test_dataset_night_pick_is_seeded_per_epoch_and_index(results):
+    ds = TrainingSet(results, DS, seed=3)
+    picks0 = [ds[i]["night_row"] for i in range(len(ds))]
+    assert picks0 == [ds[i]["night_row"] for i in range(len(ds))]  # reproducible
+    ds.set_epoch(1)
+    picks1 = [ds[i]["night_row"] for i in range(len(ds))]
+    assert picks0 != picks1
+
+
+def test_dataset_flip_is_consistent_and_flips_cx(results):
+    plain = TrainingSet(results, DS, flip=False, seed=0)
+    flip = TrainingSet(results, DS, flip=True, seed=0)
+    flags = []
+    for epoch in range(4):
+        flip.set_epoch(epoch)
+        flags += [flip[i]["flipped"] for i in range(len(flip))]
+    assert 0.2 < np.mean(flags) < 0.8  # p = 0.5 per item, seeded by (seed, epoch, index)
+    flipped = [i for i in range(len(flip)) if flip[i]["flipped"]]
+    plain.set_epoch(3)
+    i = flipped[0]
+    a, b = plain[i], flip[i]
+    for key in ("day_prev", "day", "day_next", "syn_night", "night", "syn_day", "day_topk_class",
+                "night_topk_prob", "day_teacher_depth"):
+        assert torch.equal(b[key], a[key].flip(-1)), key
+    for side in ("day", "night"):
+        assert float(b[f"{side}_K"][0, 2]) == pytest.approx(W - 1 - float(a[f"{side}_K"][0, 2]))
+        assert torch.equal(b[f"{side}_K"][1], a[f"{side}_K"][1])
+
+
+def test_dataset_switches_skip_reads_and_workers_match(results):
+    small = TrainingSet(results, DS, real_night=False, synthetic=False, teacher_depth=False)
+    item = small[0]
+    assert "night" not in item and "syn_night" not in item and "day_teacher_depth" not in item
+    ds = TrainingSet(results, DS)
+    a = next(iter(DataLoader(ds, batch_size=3, num_workers=0)))
+    b = next(iter(DataLoader(ds, batch_size=3, num_workers=2)))
+    assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_dataset_errors_on_misaligned_shards(tmp_path, results):
+    import shutil
+    shutil.copytree(results / DS, tmp_path / DS)
+    write_group(tmp_path / DS / "synth" / "train_day.zarr", {"image": np.zeros((3, H, W, 3), np.uint8)})
+    with pytest.raises(ValueError, match="row-aligned"):
+        TrainingSet(tmp_path, DS)
+
+
+# ------------------------------------------------------------------------------------------ step
+
+ALL_TERMS = {"light_day", "light_night", "light", "sf_day", "sf_syn", "sf_night", "sf", "cst_real", "cst_syn",
+             "cst", "ds", "seg_day", "seg_syn", "seg_night", "seg", "total"}
+
+
+@pytest.mark.parametrize("switch, removed", [
+    (None, set()),
+    ("distillation", {"ds"}),
+    ("real_night", {"sf_night", "cst_syn", "seg_night"}),
+    ("synthetic_night", {"sf_syn", "cst_real", "cst_syn", "cst", "seg_syn"}),
+    ("light", {"light_day", "light_night", "light"}),
+])
+def test_each_switch_removes_its_terms(results, switch, removed):
+    model = _model()
+    switches = {switch: False} if switch else {}
+    batch = _batch(results, n=1)
+    with torch.no_grad():
+        terms = training_step(batch, model, switches)
+    assert set(terms) == ALL_TERMS - removed
+    assert all(torch.isfinite(v) for v in terms.values())
+    w = {"light": 0.01, "sf": 1.0, "cst": 1.0, "ds": 1.0, "seg": 1.0}
+    expected = sum(w[k] * terms[k] for k in w if k in terms)
+    assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(terms["sf"]) == pytest.approx(float(terms["sf_day"] + terms.get("sf_syn", 0)
+                                                      + 0.1 * terms.get("sf_night", 0)), rel=1e-6)
+
+
+def test_without_real_night_the_step_needs_no_night_inputs(results):
+    batch = _batch(results, n=1, real_night=False)
+    assert "night" not in batch
+    with torch.no_grad():
+        terms = training_step(batch, _model(), {"real_night": False})
+    assert "seg_night" not in terms and "light_night" in terms  # the synthetic night still has eq. 2
+
+
+def test_step_errors_name_the_problem(results):
+    batch = _batch(results, n=1)
+    del batch["night_prev"]
+    with pytest.raises(KeyError, match="night_prev"):
+        training_step(batch, _model())
+    with pytest.raises(ValueError, match="unknown switches"):
+        training_step(_batch(results, n=1), _model(), {"nightmode": False})
+
+
+def test_light_switch_leaves_light_net_without_gradient(results):
+    model = _model()
+    terms = training_step(_batch(results, n=1), model, {"light": False})
+    terms["total"].backward()
+    assert all(p.grad is None for p in model.light.parameters())
+    unused = {"encoder.encoder.fc.weight", "encoder.encoder.fc.bias"}  # Monodepth2's unused fc layer
+    assert all((p.grad is not None) == (n not in unused) for n, p in model.pose.named_parameters())
+    assert all(p.grad is not None for p in model.seg_decoder.parameters())  # every scale's head is trained
+
+
+def test_overfitting_one_batch_halves_the_loss(results):
+    torch.manual_seed(0)
+    model = _model()
+    batch = _batch(results, n=1)
+    opt = train_mod.make_optimizer(model, 5e-4)
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(100):
+        terms = training_step(batch, model)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        losses.append(terms["total"].item())
+    dt = time.perf_counter() - t0
+    print(f"\noverfit 100 steps: total {losses[0]:.4f} -> {losses[-1]:.4f} (x{losses[-1] / losses[0]:.3f}), "
+          f"{dt:.1f} s, {1000 * dt / 100:.0f} ms/step; final terms "
+          + ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items()))
+    assert losses[-1] <= 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------------------------ loop
+
+def _settings(**kw):
+    base = dict(epochs=2, batch_size=2, lr=2.5e-4, checkpoint_every=1, max_steps_per_epoch=2, flip=True, seed=0,
+                image_every=1)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def _run(results, out, settings, record=None):
+    model = _model(seed=123)
+    train_mod.seed_everything(settings.seed)
+    sets = {DS: TrainingSet(results, DS, flip=settings.flip, seed=settings.seed)}
+    record = record or {"train": {"epochs": settings.epochs}, "seed": settings.seed}
+    train_mod.train(model, sets, out, settings, torch.device("cpu"), record=record)
+    return model
+
+
+def test_resume_after_a_kill_ends_with_identical_weights(results, tmp_path, monkeypatch):
+    s = _settings()
+    full = _run(results, tmp_path / "full", s)
+    last = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 4
+    assert (tmp_path / "full" / "checkpoints" / "epoch_001.pt").exists()
+    assert any((tmp_path / "full" / "tensorboard").iterdir())
+
+    # killed in the first step of epoch 2: epoch_001.pt is there, last.pt is not
+    real_step, calls = train_mod.training_step, []
+
+    def dying_step(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_mod, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _run(results, tmp_path / "killed", s)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    assert (ckpts / "epoch_001.pt").exists()
+    assert not (ckpts / "last.pt").exists()
+    assert not list(ckpts.glob(".*tmp*"))
+    calls.clear()
+    monkeypatch.setattr(train_mod, "training_step", lambda *a, **kw: calls.append(1) or real_step(*a, **kw))
+
+    resumed = _run(results, tmp_path / "killed", s)
+    assert len(calls) == 2  # only epoch 2 ran
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"weights differ after resume: {diff[:5]}"
+    again = torch.load(ckpts / "last.pt", weights_only=True)
+    assert again["global_step"] == 4
+
+
+def test_only_the_newest_epoch_checkpoints_are_kept(results, tmp_path):
+    _run(results, tmp_path, _settings(epochs=3, max_steps_per_epoch=1, keep_checkpoints=2))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_002.pt", "epoch_003.pt", "last.pt"]
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(results, tmp_path):
+    s = _settings(epochs=1)
+    _run(results, tmp_path, s, record={"train": {"lr": 1.0}})
+    assert train_mod.find_resume(tmp_path / "checkpoints", {"train": {"lr": 1.0}}, 1) is not None
+    assert train_mod.find_resume(tmp_path / "checkpoints", {"train": {"lr": 2.0}}, 1) is None
+    assert not (tmp_path / "checkpoints" / "epoch_001.pt").exists()  # stale: removed
+
+
+# ------------------------------------------------------------------------------------------ settings + CLI
+
+def _cli_settings(**train):
+    t = {"epochs": 1, "batch_size": 1, "lr": 2.5e-4, "num_workers": 0, "checkpoint_every": 1,
+         "weights": {"light": 0.01, "sf": 1, "cst": 1, "ds": 1, "seg": 1}, "night_weight": 0.1, "tau": 0.1,
+         "max_steps_per_epoch": 2, "datasets": [DS], "variants": ["full"], "ablations": {"full": {}}}
+    t.update(train)
+    return {"model": MODEL_CFG, "train": t, "variant": "full", "switches": {}, "seed": 0,
+            "datasets": {DS: {"max_depth": 40.0}}}
+
+
+def test_parse_settings_values_and_errors():
+    s = parse_settings(_cli_settings(), [DS])
+    assert (s.epochs, s.batch_size, s.max_steps_per_epoch, s.switches["real_night"]) == (1, 1, 2, True)
+    bad = [({"train": {**_cli_settings()["train"], "epochs": 0}}, "train.epochs"),
+           ({"train": {**_cli_settings()["train"], "batch_size": "2"}}, "train.batch_size"),
+           ({"train": {**_cli_settings()["train"], "weights": {"sff": 1}}}, "train.weights.sff"),
+           ({"train": {**_cli_settings()["train"], "learning_rate": 1}}, "train.learning_rate"),
+           ({"switches": {"real_night": "no"}}, "switches.real_night"),
+           ({"switches": {"RN": False}}, "switches.RN"),
+           ({"datasets": {DS: {"max_depth": -1}}}, f"datasets.{DS}.max_depth"),
+           ({"model": None}, "model")]
+    for override, key in bad:
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            parse_settings({**_cli_settings(), **override}, [DS])
+
+
+def test_torchrun_two_ranks_ddp_on_cpu(results, tmp_path):
+    out = tmp_path / "train" / "full"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pipeline", "train", "--results-dir", str(results), "--datasets", DS, "--out-dir", str(out),
+           "--settings", json.dumps(_cli_settings()), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    print(f"\ntorchrun 2 ranks: {time.perf_counter() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["epoch_001.pt", "last.pt"]
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert last["global_step"] == 2 and last["epoch"] == 1
+    assert last["settings"]["variant"] == "full"
+    assert not any(k.startswith("module.") for k in last["model"])  # the bare DepthSegNet's keys
+    model = build_model({"model": last["settings"]["model"]})
+    model.load_state_dict(last["model"])  # loads strictly
+    assert proc.stderr.count("training done") == 1  # rank 0 only
+    assert len(list((out / "tensorboard").iterdir())) == 1
+
+
+def test_cli_rejects_bad_settings_naming_the_key(results, tmp_path):
+    from pipeline.cli import main
+    bad = _cli_settings(epochs=-1)
+    rc = main(["train", "--results-dir", str(results), "--datasets", DS, "--out-dir", str(tmp_path),
+               "--settings", json.dumps(bad), "--device", "cpu"])
+    assert rc == 2
