@@ -506,6 +506,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def add_evaluate_depth_teacher(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, type=Path, help="Monodepth2 weights folder")
+    p.add_argument("--frames", required=True, type=Path)
+    p.add_argument("--gt", required=True, type=Path)
+    p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
+    p.add_argument("--split", required=True)
+    p.add_argument("--max-depth", required=True, type=float, help="evaluation cap (m)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def cmd_evaluate_depth_teacher(args) -> int:
+    from pipeline.devices import resolve_device
+    from pipeline.evaluate.predict import evaluate_depth_teacher
+
+    r = evaluate_depth_teacher(args.weights, args.frames, args.gt, dataset=args.dataset, split=args.split,
+                               max_depth=args.max_depth, batch_size=args.batch_size,
+                               device=resolve_device(args.device), out=args.out)
+    log.info("depth teacher on %s %s: abs_rel %.4f, constant-depth baseline %.4f (%d frames) -> %s", args.dataset,
+             args.split, r["depth"]["abs_rel"], r["baseline_constant"]["abs_rel"], r["n_frames"], args.out)
+    return 0
+
+
 def add_efficiency(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, metavar="LAST.pt", help="student checkpoint of `train`")
     p.add_argument("--width", type=int, required=True, help="input width (paper Table 4: 576)")
@@ -534,6 +558,8 @@ def add_eval_tables(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", type=Path, nargs="*", default=[], metavar="M.json",
                    help="evaluate outputs results/eval/{variant}/{ds}_{split}.json")
     p.add_argument("--efficiency", type=Path, metavar="EFF.json", help="efficiency output (Table 4)")
+    p.add_argument("--teacher-metrics", type=Path, nargs="*", default=[], metavar="T.json",
+                   help="evaluate-depth-teacher outputs (Monodepth2 rows of Tables 1-2)")
     p.add_argument("--out-dir", type=Path, required=True, help="writes tables.md, tables.csv, tables.tex")
     p.add_argument("--figures-dir", type=Path, required=True, help="writes qualitative_{ds}_{split}.png, abs_rel.png")
     p.add_argument("--predictions", type=Path, nargs="*", default=None, metavar="PRED.h5",
@@ -547,7 +573,8 @@ def cmd_eval_tables(args) -> int:
         raise ValueError(f"--predictions gives {len(args.predictions)} files for {len(args.metrics)} --metrics files")
     records = [tables.load_metrics(p) for p in args.metrics]
     eff = tables.load_efficiency(args.efficiency) if args.efficiency else None
-    built = tables.build_tables(records, eff)
+    teachers = [tables.load_teacher_metrics(p) for p in args.teacher_metrics]
+    built = tables.build_tables(records, eff, teachers)
     paths = tables.write_tables(built, args.out_dir, tables.header_text(records))
     preds = dict(zip(map(str, args.metrics), args.predictions)) if args.predictions is not None else None
     figs = figures.write_figures(records, args.figures_dir, tables.main_variant(tables.index_metrics(records)), preds)
@@ -577,6 +604,8 @@ COMMANDS = {
     "train": (add_train, cmd_train, "train the student (DepthSegNet24); resumes; DDP under torchrun"),
     "evaluate": (add_evaluate, cmd_evaluate,
                  "depth (Monodepth2 protocol) and segmentation metrics of a student on a test split; predictions h5"),
+    "evaluate-depth-teacher": (add_evaluate_depth_teacher, cmd_evaluate_depth_teacher,
+                               "the Monodepth2 day teacher on a test split (Tables 1-2 Monodepth2 rows)"),
     "efficiency": (add_efficiency, cmd_efficiency,
                    "parameters, GMACs (thop and FlopCounterMode) and latency per module, with Monodepth2 (Table 4)"),
     "eval-tables": (add_eval_tables, cmd_eval_tables,

@@ -279,3 +279,36 @@ def test_colorize_depth_near_is_bright():
     assert img.shape == (2, 2, 3) and img.dtype == np.uint8
     brightness = img.astype(int).sum(-1)
     assert brightness[0, 0] > brightness[0, 1] > brightness[1, 0] > brightness[1, 1]
+
+
+def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
+    """A Monodepth2 weights folder (official layout) scored with the student's protocol, shown in Table 2."""
+    from pipeline.teachers import monodepth2
+
+    torch.manual_seed(0)
+    teacher = monodepth2.Monodepth2(pose=False)
+    monodepth2.save_weights(teacher, tmp_path / "weights", H, W)
+    out = tmp_path / "teachers" / "depth_nuscenes_test_day.json"
+    nus = run["nuscenes"]
+    argv = ["evaluate-depth-teacher", "--weights", str(tmp_path / "weights"), "--frames", str(nus["frames"]),
+            "--gt", str(nus["frames"].parent / "gt.zarr"), "--dataset", "nuscenes", "--split", "test_day",
+            "--max-depth", "80", "--batch-size", "2", "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == 0
+    record = json.loads(out.read_text())
+    # recompute: teacher depth of each target row with gt, disparity resized to the gt size, median scaled
+    from pipeline.shards import open_shard
+
+    frames = open_shard(nus["frames"])
+    model = monodepth2.load_weights(tmp_path / "weights")
+    rows = [i for i in np.flatnonzero(TARGET) if nus["gt"]["depth"][i].any()]
+    pred = monodepth2.predict_depth(model, frames["image"].oindex[np.array(rows)], batch_size=2)
+    per = [compute_depth_metrics(nus["gt"]["depth"][i], depth_from_disp(1.0 / p, EH, EW), 80.0)
+           for i, p in zip(rows, pred)]
+    assert record["n_frames"] == int(TARGET.sum()) and record["n_frames_no_gt"] == 1
+    assert record["depth"]["abs_rel"] == pytest.approx(aggregate(per)["abs_rel"], rel=1e-5)
+    assert record["baseline_constant"]["abs_rel"] == pytest.approx(BASELINE_ABS_REL)
+    md_dir = tmp_path / "tables"
+    assert cli.main(["eval-tables", "--metrics", str(nus["json"]), "--teacher-metrics", str(out), "--out-dir",
+                     str(md_dir), "--figures-dir", str(tmp_path / "figs")]) == 0
+    md = (md_dir / "tables.md").read_text()
+    assert f"| {tables.TEACHER_ROW} (measured, this run) | M (day) | {record['depth']['abs_rel']:.3f} |" in md

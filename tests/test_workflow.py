@@ -68,6 +68,8 @@ def test_eval_tables_end_to_end(workdir):
         m = json.loads((workdir / f"results/eval/full/{ds}_{split}.json").read_text())
         assert m["n_frames"] > 0
         assert 0 < m["depth"]["abs_rel"] < 10
+    teacher = json.loads((workdir / "results/eval/teachers/depth_nuscenes_test_day.json").read_text())
+    assert teacher["n_frames"] > 0 and "Monodepth2 day teacher" in tables
     assert (workdir / "results/tables/tables.csv").stat().st_size > 0
     assert (workdir / "results/tables/tables.tex").read_text().count("\\begin{tabular}") >= 4
     assert list((workdir / "results/figures").glob("*.png"))

@@ -124,6 +124,44 @@ def has_valid_depth(gt: np.ndarray, max_depth: float, min_depth: float = MIN_DEP
     return bool(np.any((gt > min_depth) & (gt <= max_depth)))
 
 
+def score_depth(gt: np.ndarray, depth: np.ndarray, max_depth: float, per_image: list, baseline: list) -> bool:
+    """Append the metrics of `depth` and of the constant-depth baseline; False when gt has no valid pixel."""
+    if not has_valid_depth(gt, max_depth):
+        return False
+    per_image.append(compute_depth_metrics(gt, depth, max_depth))
+    baseline.append(compute_depth_metrics(gt, np.ones_like(depth), max_depth))
+    return True
+
+
+def evaluate_depth_teacher(weights, frames_path, gt_path, *, dataset: str, split: str, max_depth: float,
+                           batch_size: int, device, out, min_depth: float = 0.1, teacher_max_depth: float = 100.0) -> dict:
+    """The Monodepth2 day teacher on a test split, same protocol as the student (Tables 1-2 "Monodepth2" rows)."""
+    from pipeline.shards import open_shard
+    from pipeline.teachers import monodepth2
+
+    frames, gt = open_shard(frames_path), open_shard(gt_path)
+    check_aligned(frames, {"depth": (gt_path, gt)})
+    rows = target_rows(frames)
+    model = monodepth2.load_weights(weights, device=device)
+    depth_hw = tuple(gt["depth"].shape[1:])
+    per_image, baseline, skipped = [], [], 0
+    for batch in iter_batches(rows, batch_size):
+        pred = monodepth2.predict_depth(model, frames["image"].oindex[batch], batch_size=len(batch), device=device,
+                                        min_depth=min_depth, max_depth=teacher_max_depth)
+        gt_depth = np.asarray(gt["depth"].oindex[batch], dtype=np.float32)
+        for i in range(len(batch)):
+            skipped += not score_depth(gt_depth[i], depth_from_disp(1.0 / pred[i], *depth_hw), max_depth,
+                                       per_image, baseline)
+    if not per_image:
+        raise ValueError(f"{gt_path}: no target row has a gt depth in ({MIN_DEPTH}, {max_depth}] m")
+    record = {"schema_version": SCHEMA_VERSION, "kind": "depth_teacher", "dataset": dataset, "split": split,
+              "n_frames": int(len(rows)), "n_frames_no_gt": int(skipped), "max_depth": float(max_depth),
+              "depth": aggregate(per_image), "baseline_constant": aggregate(baseline), "weights": str(weights),
+              "frames": str(frames_path), "gt": str(gt_path), "protocol": PROTOCOL}
+    write_json_atomic(out, record)
+    return record
+
+
 # ----------------------------------------------------------------------------- shards
 def target_rows(frames) -> np.ndarray:
     """Row indices of the `target` rows of a frames group."""
@@ -216,11 +254,7 @@ def evaluate_split(model, frames, gt, teacher, *, max_depth: float, batch_size: 
             for i, row in enumerate(batch):
                 depth = depth_from_disp(disp[i], *depth_hw)
                 writer.add(int(row), frame_ids[row], depth, seg[i])
-                if has_valid_depth(gt_depth[i], max_depth):
-                    per_image.append(compute_depth_metrics(gt_depth[i], depth, max_depth))
-                    baseline.append(compute_depth_metrics(gt_depth[i], np.ones_like(depth), max_depth))
-                else:
-                    skipped += 1
+                skipped += not score_depth(gt_depth[i], depth, max_depth, per_image, baseline)
                 student.update(seg[i], ref[i])
                 if reference == "gt" and top1 is not None:
                     teacher_seg.update(resize_labels_nearest(top1[i], *seg_hw), ref[i])

@@ -22,6 +22,7 @@ PAPER = " (paper)"
 MEASURED = " (measured, this run)"
 NOT_MEASURED = "not measured in this run"
 MAIN_VARIANT = "full"
+TEACHER_ROW = "Monodepth2 day teacher (ours, trained on train_day)"
 DEPTH_KEYS = paper.DEPTH_KEYS
 DEPTH_HEADERS = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "d<1.25", "d<1.25^2", "d<1.25^3")
 SPLIT_NAMES = {"test_day": "day", "test_night": "night"}
@@ -70,6 +71,15 @@ def load_metrics(path) -> dict:
             if not isinstance(record[key], dict) or sub not in record[key]:
                 raise KeyError(f"{path}: metrics file lacks key '{key}.{sub}'")
     return {**record, "variant": Path(path).parent.name, "path": str(path)}
+
+
+def load_teacher_metrics(path) -> dict:
+    """Read one `evaluate-depth-teacher` file (dataset, split, depth metrics)."""
+    record = _read_json(path, "depth teacher metrics")
+    for key in ("dataset", "split", "depth"):
+        if key not in record:
+            raise KeyError(f"{path}: depth teacher metrics file lacks key {key!r}")
+    return {**record, "path": str(path)}
 
 
 def load_efficiency(path) -> dict:
@@ -121,7 +131,7 @@ def source_note(r: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- tables
-def table1(index: dict) -> Table:
+def table1(index: dict, teachers: dict) -> Table:
     """Depth on Oxford RobotCar (paper Table 1)."""
     t = Table("table1", f"Table 1: depth on Oxford RobotCar (cap {paper.TABLE1_MAX_DEPTH:g} m)",
               ["Split", "Method", *DEPTH_HEADERS], [None, None] + [3] * 7)
@@ -135,11 +145,14 @@ def table1(index: dict) -> Table:
             t.add("measured", [SPLIT_NAMES[split], "Constant depth (median-scaled)" + MEASURED,
                                *(r["baseline_constant"][k] for k in DEPTH_KEYS)])
             t.notes.append(source_note(r))
+        tr = teachers.get(("robotcar", split))
+        if tr is not None:
+            t.add("measured", [SPLIT_NAMES[split], TEACHER_ROW + MEASURED, *(tr["depth"][k] for k in DEPTH_KEYS)])
     _mark_unmeasured(t)
     return t
 
 
-def table2(index: dict) -> Table:
+def table2(index: dict, teachers: dict) -> Table:
     """Depth on nuScenes, day-clear and night (paper Table 2)."""
     heads = [f"{s} {h}" for s in ("day-clear", "night") for h in ("Abs Rel", "RMSE", "d<1.25")]
     t = Table("table2", f"Table 2: depth on nuScenes (cap {paper.TABLE2_MAX_DEPTH:g} m)",
@@ -153,6 +166,10 @@ def table2(index: dict) -> Table:
             break
         cells = [r[key][k] if r is not None else None for r in (day, night) for k in paper.TABLE2_KEYS]
         t.add("measured", [label + MEASURED, "M", *cells])
+    tday, tnight = teachers.get(("nuscenes", "test_day")), teachers.get(("nuscenes", "test_night"))
+    if tday is not None or tnight is not None:
+        cells = [r["depth"][k] if r is not None else None for r in (tday, tnight) for k in paper.TABLE2_KEYS]
+        t.add("measured", [TEACHER_ROW + MEASURED, "M (day)", *cells])
     t.notes += [source_note(r) for r in (day, night) if r is not None]
     _mark_unmeasured(t)
     return t
@@ -271,10 +288,11 @@ def _mark_unmeasured(t: Table) -> None:
         t.notes.append(NOT_MEASURED)
 
 
-def build_tables(records: list[dict], efficiency: dict | None) -> list[Table]:
-    """All tables, paper rows and measured rows."""
+def build_tables(records: list[dict], efficiency: dict | None, teacher_records: list[dict] = ()) -> list[Table]:
+    """All tables, paper rows and measured rows (the depth teacher's rows in Tables 1-2 when given)."""
     index = index_metrics(records)
-    return [table1(index), table2(index), table3(index, "nuscenes"), table3(index, "robotcar"),
+    teachers = {(r["dataset"], r["split"]): r for r in teacher_records}
+    return [table1(index, teachers), table2(index, teachers), table3(index, "nuscenes"), table3(index, "robotcar"),
             table3_all_classes(index), table4(efficiency), table5(index)]
 
 

@@ -33,6 +33,36 @@ rule evaluate:
         " --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
 
+rule evaluate_depth_teacher:
+    input:
+        weights=depth_weights_input,
+        frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
+        gt=f"{R}/{{ds}}/gt_depth/{{split}}.zarr",
+    output:
+        f"{R}/eval/teachers/depth_{{ds}}_{{split}}.json",
+    params:
+        weights=depth_weights,
+        max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
+        batch_size=config["eval"]["batch_size"],
+        device=config["device"],
+        code=code_digest("evaluate", "teachers/monodepth2.py", "model", "devices.py"),
+    log:
+        f"{R}/logs/evaluate_depth_teacher/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_depth_teacher/{{ds}}_{{split}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} evaluate-depth-teacher --weights {params.weights} --frames {input.frames}"
+        " --gt {input.gt} --dataset {wildcards.ds} --split {wildcards.split} --max-depth {params.max_depth}"
+        " --batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
+
+
 rule efficiency:
     input:
         checkpoint=f"{R}/train/full/checkpoints/last.pt",
@@ -61,6 +91,7 @@ rule eval_tables_files:
     input:
         metrics=[p for v in variants() for p in eval_outputs(v)],
         efficiency=f"{R}/eval/efficiency.json",
+        teacher=[f"{R}/eval/teachers/depth_{ds}_{split}.json" for ds in train_datasets() for split in TEST_SPLITS],
     output:
         md=f"{R}/tables/tables.md",
         csv=f"{R}/tables/tables.csv",
@@ -78,4 +109,5 @@ rule eval_tables_files:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} {PY} eval-tables --metrics {input.metrics} --efficiency {input.efficiency}"
+        " --teacher-metrics {input.teacher}"
         " --out-dir $(dirname {output.md}) --figures-dir {params.figures} > {log} 2>&1"
