@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from pipeline import cityscapes
 from pipeline.devices import resolve_device
-from pipeline.shards import DEPTH_CODEC, ShardWriter, open_shard
+from pipeline.shards import ShardWriter, open_shard
 from pipeline.synth import cyclegan
 from pipeline.teachers import mask2former, monodepth2
 

@@ -52,10 +52,6 @@ def cmd_inspect(args) -> int:
 
 
 # ----------------------------------------------------------------------------- data verbs (lead)
-def _crop(values) -> list[int]:
-    return [int(v) for v in values]
-
-
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
     p.add_argument("--root", required=True, type=Path, help="dataset root")
@@ -76,6 +72,7 @@ def cmd_demo_data(args) -> int:
     import tempfile
 
     from pipeline.datasets import demo
+    from pipeline.shards import replace_dir
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
@@ -85,9 +82,7 @@ def cmd_demo_data(args) -> int:
                                                sweeps_between=args.sweeps_between)
         else:
             summary = demo.write_robotcar_demo(tmp, seed=args.seed, frames_per_run=args.frames_per_run)
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        tmp.replace(args.out)
+        replace_dir(tmp, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("demo %s written to %s: %s", args.dataset, args.out, summary)

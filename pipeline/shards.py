@@ -119,7 +119,7 @@ class ShardWriter:
         meta["checksums"] = checksums
         meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.group.attrs.update(_jsonable(meta))
-        _atomic_replace_dir(self.tmp, self.path)
+        replace_dir(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -260,7 +260,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _atomic_replace_dir(src: Path, dst: Path) -> None:
+def replace_dir(src: Path, dst: Path) -> None:
     """Move the finished folder `src` to `dst`; an existing `dst` is replaced only after success."""
     if dst.exists():
         trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"

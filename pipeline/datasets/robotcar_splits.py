@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.datasets import robotcar as rc
-from pipeline.datasets.frames import FrameTable, build_table
+from pipeline.datasets.frames import build_table
 from pipeline.datasets.images import crop_resize, crop_resize_transform, read_gray
 from pipeline.geometry import rasterize_depth
 

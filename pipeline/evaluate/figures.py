@@ -65,12 +65,7 @@ def qualitative(images: np.ndarray, depth: np.ndarray, seg: np.ndarray, titles: 
         axes[i][0].set_ylabel(titles[i], fontsize=6)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def qualitative_from_files(predictions, frames, out, k: int = 4, suptitle: str = "") -> Path:
@@ -111,12 +106,7 @@ def abs_rel_bars(values: dict[str, dict[str, float]], out, baselines: dict[str, 
     ax.set_ylabel("Abs Rel")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def write_figures(records: list[dict], figures_dir, main_variant: str | None,
@@ -146,3 +136,12 @@ def write_figures(records: list[dict], figures_dir, main_variant: str | None,
     if bars:
         written.append(abs_rel_bars(bars, figures_dir / "abs_rel.png", base))
     return written
+
+
+def _save(fig, out) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+    return out

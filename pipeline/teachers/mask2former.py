@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline import cityscapes
 from pipeline.devices import resolve_device
-from pipeline.shards import ShardWriter, file_sha256, open_shard
+from pipeline.shards import ShardWriter, file_sha256, open_shard, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -410,10 +409,4 @@ def _save_checkpoint(model, processor, out_dir: Path, report: Mapping[str, Any])
     processor.save_pretrained(tmp)
     (tmp / "fit_log.json").write_text(json.dumps(report, indent=1))
     check_checkpoint_folder(tmp)
-    if out_dir.exists():
-        trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out_dir, trash)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
