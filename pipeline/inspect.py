@@ -69,7 +69,7 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
         arr = group[name]
         if arr.ndim < 3:
             continue
-        if min(arr.shape[1:3]) < 16:  # per-row matrices such as K are not images
+        if max(arr.shape[1:3]) <= 4:  # per-row matrices such as K are not images
             continue
         row = np.asarray(arr[index])
         panel = _render_panel(name, row, group, PALETTE)
