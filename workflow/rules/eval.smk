@@ -19,7 +19,7 @@ rule evaluate:
         f"{R}/logs/evaluate/{{variant}}_{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{variant}}_{{ds}}_{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
@@ -50,7 +50,7 @@ rule evaluate_depth_teacher:
         f"{R}/logs/evaluate_depth_teacher/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate_depth_teacher/{{ds}}_{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,

@@ -32,7 +32,7 @@ rule train_cyclegan:
         f"{R}/logs/train_cyclegan/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_cyclegan/{{ds}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -60,7 +60,7 @@ rule translate:
         f"{R}/logs/translate/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/translate/{{ds}}_{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,

@@ -34,7 +34,7 @@ rule demo_seg_teacher:
         f"{R}/logs/demo_seg_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
@@ -63,7 +63,7 @@ rule seg_pseudolabels:
         f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -90,7 +90,7 @@ rule train_depth_teacher:
         f"{R}/logs/train_depth_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_depth_teacher/{{ds}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -119,7 +119,7 @@ rule depth_pseudolabels:
         f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
