@@ -24,7 +24,7 @@ demo:
   sweeps_between: 1
   robotcar_frames_per_run: 24
 cyclegan: {epochs: 1, epochs_decay: 1, ngf: 8, n_blocks: 2}
-seg_teacher: {demo_minutes: 0.5}
+seg_teacher: {demo_max_steps: 120, demo_minutes: 2}
 depth_teacher: {epochs: 1}
 train: {epochs: 1, max_steps_per_epoch: 6}
 """

@@ -27,6 +27,7 @@ rule demo_seg_teacher:
         directory(f"{R}/{{ds}}/seg_teacher/demo_checkpoint"),
     params:
         minutes=config["seg_teacher"]["demo_minutes"],
+        max_steps=config["seg_teacher"]["demo_max_steps"],
         device=config["device"],
         seed=config["seed"],
         code=code_digest("teachers/mask2former.py", "devices.py"),
@@ -43,7 +44,7 @@ rule demo_seg_teacher:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} {PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
-        " --minutes {params.minutes} --device {params.device} --seed {params.seed} > {log} 2>&1"
+        " --minutes {params.minutes} --max-steps {params.max_steps} --device {params.device} --seed {params.seed} > {log} 2>&1"
 
 
 rule seg_pseudolabels:
