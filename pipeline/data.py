@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.geometry import flip_K
 from pipeline.shards import open_shard
 
 DAY, NIGHT = "train_day", "train_night"
@@ -60,13 +61,6 @@ def _image(arr, row: int) -> torch.Tensor:
 def _labels(arr, row: int) -> torch.Tensor:
     """uint8 (H, W, k) row -> uint8 (k, H, W)."""
     return torch.from_numpy(np.ascontiguousarray(arr[int(row)])).permute(2, 0, 1).contiguous()
-
-
-def flip_K(K: torch.Tensor, width: int) -> torch.Tensor:
-    """Intrinsics of the horizontally flipped image: cx -> (W - 1) - cx (pixel-centre convention)."""
-    K = K.clone()
-    K[0, 2] = (width - 1) - K[0, 2]
-    return K
 
 
 class TrainingSet(Dataset):

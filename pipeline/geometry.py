@@ -199,3 +199,11 @@ def warp_image(src_img: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: t
     h, w = depth.shape[-2:]
     grid = project(backproject(depth, inv_K), K, T, h, w)
     return F.grid_sample(src_img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def flip_K(K, width: int):
+    """Intrinsics of the horizontally mirrored image, (..., 3, 3) or (..., 4, 4): cx -> (width - 1) - cx
+    (pixel-centre convention)."""
+    K = K.clone()
+    K[..., 0, 2] = (width - 1) - K[..., 0, 2]
+    return K

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from pipeline.geometry import K3_to_K4, disp_to_depth
+from pipeline.geometry import K3_to_K4, disp_to_depth, flip_K
 from pipeline.losses import self_supervised_loss
 from pipeline.model.decoders import DepthDecoder
 from pipeline.model.encoder import ResnetEncoder
@@ -176,13 +176,6 @@ def scale_K(K: torch.Tensor, from_hw: tuple[int, int], to_hw: tuple[int, int]) -
     K = K.clone()
     K[:, 0] *= to_hw[1] / from_hw[1]
     K[:, 1] *= to_hw[0] / from_hw[0]
-    return K
-
-
-def flip_K(K: torch.Tensor, width: int) -> torch.Tensor:
-    """Intrinsics of the horizontally mirrored image: cx -> (width - 1) - cx."""
-    K = K.clone()
-    K[:, 0, 2] = (width - 1) - K[:, 0, 2]
     return K
 
 
