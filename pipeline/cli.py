@@ -450,9 +450,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from pipeline import distributed
     from pipeline import train as tr
-    from pipeline.data import TrainingSet
+    from pipeline.data import TrainingSet, shard_paths
     from pipeline.devices import resolve_device
     from pipeline.model import build_model
+    from pipeline.shards import digest
 
     s = tr.parse_settings(args.settings, args.datasets)
     info, device = distributed.init(resolve_device(args.device))
@@ -462,7 +463,10 @@ def cmd_train(args) -> int:
         sw = s.switches
         sets = {ds: TrainingSet(args.results_dir, ds, real_night=sw["real_night"], synthetic=sw["synthetic_night"],
                                 teacher_depth=sw["distillation"], flip=s.flip, seed=s.seed) for ds in args.datasets}
-        record = {**args.settings, "datasets_trained": list(args.datasets)}
+        # the input shards' digests are part of the resume key: new teacher outputs never resume stale epochs
+        inputs = {f"{ds}/{role}": digest(path) for ds in args.datasets
+                  for role, path in shard_paths(args.results_dir, ds).items() if path.exists()}
+        record = {**args.settings, "datasets_trained": list(args.datasets), "inputs": inputs}
         tr.train(model, sets, args.out_dir, s, device, info, record=record)
     finally:
         distributed.cleanup()

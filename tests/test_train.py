@@ -360,3 +360,29 @@ def test_cli_rejects_bad_settings_naming_the_key(results, tmp_path):
     rc = main(["train", "--results-dir", str(results), "--datasets", DS, "--out-dir", str(tmp_path),
                "--settings", json.dumps(bad), "--device", "cpu"])
     assert rc == 2
+
+
+def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, caplog):
+    """Snakemake re-runs `train` when a teacher shard changes; the old epoch checkpoints must not be resumed."""
+    import logging
+    import shutil
+
+    from pipeline.cli import main
+    local = tmp_path / "results"
+    shutil.copytree(results, local)
+    out = tmp_path / "run"
+    argv = ["train", "--results-dir", str(local), "--datasets", DS, "--out-dir", str(out),
+            "--settings", json.dumps(_cli_settings(max_steps_per_epoch=1)), "--device", "cpu"]
+    assert main(argv) == 0
+    first = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["settings"]["inputs"]
+    assert set(first) >= {f"{DS}/day_frames", f"{DS}/day_depth", f"{DS}/night_seg"}
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0  # same inputs: resumes (nothing left to train), no stale warning
+    assert "other settings" not in caplog.text
+    depth = open_shard(local / DS / "depth_teacher" / "train_day.zarr")["depth"][:]
+    write_group(local / DS / "depth_teacher" / "train_day.zarr", {"depth": depth * 2}, compress=["depth"])
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert "written with other settings" in caplog.text  # the old epoch was dropped and training re-ran
+    second = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["settings"]["inputs"]
+    assert second[f"{DS}/day_depth"] != first[f"{DS}/day_depth"] and second[f"{DS}/day_frames"] == first[f"{DS}/day_frames"]
