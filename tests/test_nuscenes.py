@@ -81,7 +81,7 @@ def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tm
     rows = np.flatnonzero(g["target"][:])
     assert len(rows) == 3
     for i in rows:
-        token = g["frame_id"][i]
+        token = str(g["frame_id"][i])
         lidar = nusc.get("sample", nusc.get("sample_data", token)["sample_token"])["data"]["LIDAR_TOP"]
         pts, depth, _ = nusc.explorer.map_pointcloud_to_image(lidar, token)
         expected = rasterize_depth(pts[0], pts[1], depth, H, W)
