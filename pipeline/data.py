@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.geometry import flip_K
-from pipeline.shards import open_shard
+from pipeline.shards import RowReader, open_shard
 
 DAY, NIGHT = "train_day", "train_night"
 
@@ -116,8 +116,18 @@ class TrainingSet(Dataset):
         return len(self.day_rows)
 
     def _open(self) -> dict:
+        """Per process: images through RowReader (one pread per frame), prev/next/K held in memory."""
         if self._groups is None or self._pid != os.getpid():
-            self._groups = {role: open_shard(self.paths[role]) for role in self.needed}
+            groups = {role: open_shard(self.paths[role]) for role in self.needed}
+            for role, g in groups.items():
+                view = dict(g.arrays())
+                if "image" in view:
+                    view["image"] = RowReader(g["image"], Path(self.paths[role]) / "image")
+                for small in ("prev", "next", "K"):
+                    if small in view:
+                        view[small] = view[small][:]
+                groups[role] = view
+            self._groups = groups
             self._pid = os.getpid()
         return self._groups
 

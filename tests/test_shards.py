@@ -151,3 +151,28 @@ def test_digest_changes_with_content(tmp_path):
     _write(tmp_path / "c.zarr", seed=1)
     assert shards.digest(tmp_path / "a.zarr") == shards.digest(tmp_path / "b.zarr")
     assert shards.digest(tmp_path / "a.zarr") != shards.digest(tmp_path / "c.zarr")
+
+
+def test_row_reader_equals_zarr_and_falls_back(tmp_path):
+    import pickle
+
+    path = tmp_path / "g.zarr"
+    image, depth = _write(path, n=10, rows_per_shard=4)
+    with shards.ShardWriter(tmp_path / "sparse.zarr", 6) as w:  # rows 1 and 4 never written: fill value
+        w.create("image", (8, 12, 3), "uint8", rows_per_shard=4)
+        w.write("image", 0, np.full((4, 8, 12, 3), 7, np.uint8) * (np.arange(4) != 1)[:, None, None, None])
+        w.write("image", 4, np.zeros((2, 8, 12, 3), np.uint8))
+    g = shards.open_shard(path)
+    fast = shards.RowReader(g["image"], path / "image")
+    assert fast.fast and len(fast) == 10
+    for i in range(10):
+        np.testing.assert_array_equal(fast[i], image[i])
+    clone = pickle.loads(pickle.dumps(fast))  # DataLoader workers get a reader without open files
+    np.testing.assert_array_equal(clone[9], image[9])
+    slow = shards.RowReader(g["depth"], path / "depth")  # compressed: zarr path
+    assert not slow.fast
+    np.testing.assert_array_equal(slow[3], depth[3])
+    sparse = shards.RowReader(shards.open_shard(tmp_path / "sparse.zarr")["image"], tmp_path / "sparse.zarr" / "image")
+    assert sparse[0][0, 0, 0] == 7 and not sparse[1].any() and not sparse[5].any()
+    with pytest.raises(IndexError, match="outside"):
+        fast[10]
