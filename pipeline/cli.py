@@ -6,6 +6,7 @@ nothing else. The config is read here (the edge) and passed down as plain values
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -267,6 +268,18 @@ def cmd_seg_pseudolabels(args) -> int:
     return 0
 
 
+def _resume_file(stem: Path, *input_digests: str) -> Path:
+    """Resumable-state file named by the input data's digests: a run on other inputs never resumes it.
+    States of other inputs beside it are stale and removed."""
+    key = hashlib.sha256("".join(input_digests).encode()).hexdigest()[:12]
+    path = stem.with_name(f"{stem.name}-{key}.pt")
+    for stale in stem.parent.glob(f"{stem.name}*.pt"):
+        if stale != path:
+            log.warning("removing %s: resumable state of other input data", stale)
+            stale.unlink()
+    return path
+
+
 def add_train_cyclegan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--day", type=Path, required=True, metavar="DAY.zarr", help="frames shard of day images")
     p.add_argument("--night", type=Path, required=True, metavar="NIGHT.zarr", help="frames shard of night images")
@@ -289,7 +302,7 @@ def cmd_train_cyclegan(args) -> int:
     import shutil
 
     from pipeline.devices import resolve_device
-    from pipeline.shards import open_shard
+    from pipeline.shards import digest, open_shard
     from pipeline.synth import cyclegan
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,7 +317,7 @@ def cmd_train_cyclegan(args) -> int:
             shutil.copyfile(src, outs[key])
         return 0
     day, night = open_shard(args.day), open_shard(args.night)
-    ckpt = args.out_dir / "train_state.pt"
+    ckpt = _resume_file(args.out_dir / "train_state", digest(args.day), digest(args.night))
     g_d2n, g_n2d = cyclegan.train_cyclegan(
         day["image"], night["image"], ngf=args.ngf, n_blocks=args.n_blocks, n_epochs=args.epochs,
         n_epochs_decay=args.epochs_decay, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
@@ -376,12 +389,13 @@ def add_train_depth_teacher(p: argparse.ArgumentParser) -> None:
 
 def cmd_train_depth_teacher(args) -> int:
     from pipeline.devices import resolve_device
-    from pipeline.shards import open_shard
+    from pipeline.shards import digest, open_shard
     from pipeline.teachers import monodepth2
 
     frames = open_shard(args.frames)
     h, w = frames["image"].shape[1:3]
-    ckpt = args.checkpoint or args.out_dir.with_name(args.out_dir.name + ".train_state.pt")
+    ckpt = args.checkpoint or _resume_file(args.out_dir.with_name(args.out_dir.name + ".train_state"),
+                                           digest(args.frames))
     monodepth2.train_depth_teacher(
         frames, height=args.height or h, width=args.width or w, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,

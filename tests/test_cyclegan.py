@@ -221,7 +221,7 @@ def test_cli_train_and_translate(tmp_path):
                    "--device", "cpu"])
     assert rc == 0
     assert load_generator(out / "G_day2night.pth").ngf == 8 and (out / "G_night2day.pth").is_file()
-    assert not (out / "train_state.pt").exists()
+    assert not list(out.glob("train_state*.pt"))  # removed once training finished
 
     gen = save_generator(constant_generator(0.5), tmp_path / "const.pth")
     synth = tmp_path / "synth.zarr"
@@ -246,3 +246,14 @@ def test_cli_pretrained_generators_are_validated_and_copied(tmp_path):
     assert file_sha256(out / "G_night2day.pth") == file_sha256(good)
     assert cli.main(args + ["--pretrained-day2night", str(good), "--pretrained-night2day", str(bad)]) == 2
     assert cli.main(args + ["--pretrained-day2night", str(good)]) == 2
+
+
+def test_resumable_state_is_keyed_by_the_input_data(tmp_path):
+    """A teacher's training state is named by its inputs' digests: other inputs never resume it."""
+    from pipeline.cli import _resume_file
+
+    a = _resume_file(tmp_path / "train_state", "digest-day-1", "digest-night-1")
+    a.write_bytes(b"state")
+    assert _resume_file(tmp_path / "train_state", "digest-day-1", "digest-night-1") == a and a.exists()
+    b = _resume_file(tmp_path / "train_state", "digest-day-2", "digest-night-1")
+    assert b != a and not a.exists()  # the stale state of other inputs is removed
