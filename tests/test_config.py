@@ -68,3 +68,13 @@ def test_snakemake_stops_at_parse_time_naming_the_key(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "90" in out and "height" in out
+
+
+@pytest.mark.parametrize("profile", ["slurm", "lsf"])
+def test_cluster_profiles_load_with_their_executor_plugins(profile):
+    """The profiles name executor plugins (installed by the `cluster` extra): a dry run must build the DAG."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "train", "-n", "--profile",
+                           f"workflow/profiles/{profile}"], cwd=REPO, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    assert "train_student" in out and "This was a dry-run" in out
