@@ -339,7 +339,6 @@ def add_translate(p: argparse.ArgumentParser) -> None:
 
 def cmd_translate(args) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from pipeline.devices import resolve_device
     from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
@@ -351,17 +350,9 @@ def cmd_translate(args) -> int:
     images, target = frames["image"], np.asarray(frames["target"][:], bool)
     attrs = provenance("translate", {"ngf": G.ngf, "n_blocks": G.n_blocks},
                        {"frames": digest(args.frames), "generator": file_sha256(args.generator)})
-    n, row_shape = images.shape[0], images.shape[1:]
-    with ShardWriter(args.out, n, attrs) as w:
-        w.create("image", row_shape, "uint8")
-        step = w.rows_per_shard["image"]
-        for start in tqdm(range(0, n, step), desc="translate", unit="shard"):
-            stop = min(n, start + step)
-            rows = np.flatnonzero(target[start:stop]) + start
-            block = np.zeros((stop - start, *row_shape), np.uint8)
-            if len(rows):
-                block[rows - start] = cyclegan.translate(G, images.oindex[rows], args.batch_size, device)
-            w.write("image", start, block)  # whole shards at once; non-target rows stay 0
+    with ShardWriter(args.out, images.shape[0], attrs) as w:  # non-target rows stay 0
+        w.fill_rows("image", images.shape[1:], np.uint8, target, desc="translate",
+                    compute=lambda rows: cyclegan.translate(G, images.oindex[rows], args.batch_size, device))
     log.info("translated %d target rows of %s into %s", int(target.sum()), args.frames, args.out)
     return 0
 
@@ -419,7 +410,6 @@ def add_depth_pseudolabels(p: argparse.ArgumentParser) -> None:
 
 def cmd_depth_pseudolabels(args) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from pipeline.devices import resolve_device
     from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
@@ -434,19 +424,10 @@ def cmd_depth_pseudolabels(args) -> int:
                        {"frames": digest(args.frames), **teacher})
     attrs["teacher_sha256"] = teacher
     images, target = frames["image"], np.asarray(frames["target"][:], bool)
-    n, hw = images.shape[0], tuple(images.shape[1:3])
-    with ShardWriter(args.out, n, attrs) as w:
-        w.create("depth", hw, "float16", compress=True)
-        step = w.rows_per_shard["depth"]
-        for start in tqdm(range(0, n, step), desc="depth pseudo-labels", unit="shard"):
-            stop = min(n, start + step)
-            rows = np.flatnonzero(target[start:stop]) + start
-            block = np.zeros((stop - start, *hw), np.float16)
-            if len(rows):
-                depth = monodepth2.predict_depth(model, images.oindex[rows], args.batch_size, device,
-                                                 args.min_depth, args.max_depth)
-                block[rows - start] = depth.astype(np.float16)
-            w.write("depth", start, block)  # whole shards at once; non-target rows stay 0
+    with ShardWriter(args.out, images.shape[0], attrs) as w:  # non-target rows stay 0
+        w.fill_rows("depth", tuple(images.shape[1:3]), np.float16, target, compress=True, desc="depth pseudo-labels",
+                    compute=lambda rows: monodepth2.predict_depth(model, images.oindex[rows], args.batch_size, device,
+                                                                  args.min_depth, args.max_depth))
     log.info("depth pseudo-labels for %d target rows of %s written to %s", int(target.sum()), args.frames, args.out)
     return 0
 

@@ -110,6 +110,22 @@ class ShardWriter:
         if self.n_rows:
             self.group[name][:] = values
 
+    def fill_rows(self, name: str, row_shape, dtype, rows_mask: np.ndarray, compute, *, compress: bool = False,
+                  desc: str | None = None) -> None:
+        """Create `name` and fill the rows where `rows_mask` is true with `compute(rows) -> values`, one whole
+        shard at a time (the fast way to write); other rows keep the fill value 0."""
+        from tqdm import tqdm
+
+        self.create(name, row_shape, dtype, compress=compress)
+        step = self.rows_per_shard[name]
+        for start in tqdm(range(0, self.n_rows, step), desc=desc or name, unit="shard"):
+            stop = min(self.n_rows, start + step)
+            rows = np.flatnonzero(rows_mask[start:stop]) + start
+            block = np.zeros((stop - start, *row_shape), dtype)
+            if len(rows):
+                block[rows - start] = compute(rows)
+            self.write(name, start, block)
+
     def commit(self) -> Path:
         checksums = {name: array_checksum(self.group[name]) for name in sorted(self.group.array_keys())}
         meta = dict(self.attrs)
