@@ -494,9 +494,10 @@ def cmd_evaluate(args) -> int:
     r = run_evaluate(args.checkpoint, args.frames, args.gt, args.seg_teacher, dataset=args.dataset, split=args.split,
                      max_depth=args.max_depth, batch_size=args.batch_size, device=resolve_device(args.device),
                      out=args.out, predictions=args.predictions)
-    log.info("%s %s: %d frames, abs_rel %.4f (constant baseline %.4f), mIoU %s vs %s -> %s", args.dataset, args.split,
-             r["n_frames"], r["depth"]["abs_rel"], r["baseline_constant"]["abs_rel"], r["seg"]["miou"],
-             r["seg_reference"], args.out)
+    log.info("%s %s: %d frames, abs_rel %.4f (constant depth %.4f, untrained network %.4f), mIoU %s "
+             "(untrained %s) vs %s -> %s", args.dataset, args.split, r["n_frames"], r["depth"]["abs_rel"],
+             r["baseline_constant"]["abs_rel"], r["baseline_untrained"]["depth"]["abs_rel"], r["seg"]["miou"],
+             r["baseline_untrained"]["seg_miou"], r["seg_reference"], args.out)
     return 0
 
 

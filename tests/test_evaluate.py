@@ -131,6 +131,33 @@ def test_constant_baseline_is_the_hand_value(run):
         assert b["rmse"] == pytest.approx(math.sqrt((9 + 1 + 1 + 9) / 4))
 
 
+def test_untrained_baseline_is_the_training_initialisation(run, tmp_path):
+    """The fixture's checkpoint is itself the seed-0 initialisation (settings carry no seed: 0), so the
+    untrained-network baseline must equal the checkpoint's own metrics; a trained (perturbed) checkpoint
+    must leave the baseline unchanged and move its own metrics."""
+    for ds in ("nuscenes", "robotcar"):
+        m = json.loads(run[ds]["json"].read_text())
+        base = m["baseline_untrained"]
+        assert base["depth"]["abs_rel"] == pytest.approx(m["depth"]["abs_rel"], rel=1e-6), ds
+        assert base["depth"]["n_images"] == m["depth"]["n_images"]
+        assert base["seg_miou"] == pytest.approx(m["seg"]["miou"]), ds
+    ckpt = torch.load(run["ckpt"], weights_only=True)
+    g = torch.Generator().manual_seed(3)
+    for key, value in ckpt["model"].items():
+        if key.startswith("depth_decoder") and value.is_floating_point():
+            value += 0.1 * torch.randn(value.shape, generator=g)
+    trained = save_checkpoint(tmp_path / "last.pt", ckpt)
+    nus = run["nuscenes"]
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--checkpoint", str(trained), "--frames", str(nus["frames"]), "--gt",
+                     str(nus["frames"].parent / "gt.zarr"), "--seg-teacher", str(nus["frames"].parent / "teacher.zarr"),
+                     "--dataset", "nuscenes", "--split", "test_day", "--max-depth", "80", "--device", "cpu",
+                     "--out", str(out), "--predictions", str(tmp_path / "p.h5")]) == 0
+    m, m0 = json.loads(out.read_text()), json.loads(nus["json"].read_text())
+    assert m["baseline_untrained"]["depth"]["abs_rel"] == pytest.approx(m0["depth"]["abs_rel"], rel=1e-6)
+    assert m["depth"]["abs_rel"] != pytest.approx(m0["depth"]["abs_rel"], rel=1e-4)
+
+
 def test_segmentation_against_gt_labels_and_teacher(run):
     r = run["nuscenes"]
     m = json.loads(r["json"].read_text())
@@ -226,6 +253,10 @@ def test_eval_tables_paper_and_measured_rows(run, efficiency, tmp_path):
     assert "| Ours (paper) | M | 0.151 | 6.712 | 0.816 | 0.211 | 8.899 | 0.661 |" in md  # Table 2
     measured_abs_rel = json.loads(run["nuscenes"]["json"].read_text())["depth"]["abs_rel"]
     assert f"| Ours (measured, this run) | M | {measured_abs_rel:.3f} |" in md
+    untrained = json.loads(run["nuscenes"]["json"].read_text())["baseline_untrained"]["depth"]["abs_rel"]
+    assert f"| {tables.UNTRAINED_ROW} (measured, this run) | M | {untrained:.3f} |" in md  # Table 2
+    robotcar_untrained = json.loads(run["robotcar"]["json"].read_text())["baseline_untrained"]["depth"]["abs_rel"]
+    assert f"| day | {tables.UNTRAINED_ROW} (measured, this run) | {robotcar_untrained:.3f} |" in md  # Table 1
     assert "SYNTHETIC DEMO" in md
     # no night split was evaluated: the night cells of the measured row are "-"
     assert "| - | - | - |" in md

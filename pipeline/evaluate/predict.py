@@ -72,6 +72,19 @@ def load_student(path, device) -> tuple[torch.nn.Module, dict]:
     return model.eval().to(device), settings
 
 
+def untrained_student(settings: dict, device) -> torch.nn.Module:
+    """The network a `train` run started from: same settings, `seed_everything(settings["seed"])`, then
+    `build_model`, as the train verb does. The ImageNet encoder file is not loaded (see
+    `inference_model_config`), so with `encoder.pretrained` set this is the random initialisation."""
+    from pipeline.model import build_model
+    from pipeline.train import seed_everything
+
+    seed_everything(int(settings.get("seed", 0)))
+    model = build_model({"model": inference_model_config(settings["model"])})
+    model.pose = None
+    return model.eval().to(device)
+
+
 def inference_model_config(model_cfg: dict) -> dict:
     """The "model" config section with `encoder.pretrained` cleared: the checkpoint holds every weight,
     and the ImageNet file the training run started from need not exist where the model is evaluated."""
@@ -281,6 +294,21 @@ def evaluate_split(model, frames, gt, teacher, *, max_depth: float, batch_size: 
     }
 
 
+def score_untrained(model, frames, gt, teacher, plan: dict, *, max_depth: float, batch_size: int, device) -> dict:
+    """Depth metrics and seg mIoU of `model` (the untrained network) on the rows of `plan`, same protocol."""
+    per_image, baseline, seg = [], [], SegMetrics(cityscapes.NUM_CLASSES)
+    for batch in iter_batches(plan["rows"], batch_size):
+        disp, logits = predict_batch(model, frames["image"].oindex[batch], device)
+        pred = seg_from_logits(logits, *plan["seg_hw"])
+        gt_depth = np.asarray(gt["depth"].oindex[batch], dtype=np.float32)
+        ref = gt["labels"].oindex[batch] if plan["reference"] == "gt" else teacher["topk_class"].oindex[batch][..., 0]
+        for i in range(len(batch)):
+            score_depth(gt_depth[i], depth_from_disp(disp[i], *plan["depth_hw"]), max_depth, per_image, baseline)
+            seg.update(pred[i], ref[i])
+    return {"depth": aggregate(per_image), "seg_miou": _finite(seg.compute()["miou"]),
+            "init": "seed_everything(settings.seed) + build_model(settings.model), no ImageNet file"}
+
+
 def run_evaluate(checkpoint, frames_path, gt_path, teacher_path, *, dataset: str, split: str, max_depth: float,
                  batch_size: int, device, out, predictions) -> dict:
     """The `evaluate` verb: load everything, evaluate, write METRICS.json and PRED.h5 atomically."""
@@ -292,12 +320,16 @@ def run_evaluate(checkpoint, frames_path, gt_path, teacher_path, *, dataset: str
     model, settings = load_student(checkpoint, device)
     metrics = evaluate_split(model, frames, gt, teacher, max_depth=max_depth, batch_size=batch_size, device=device,
                              predictions=predictions, gt_path=gt_path, teacher_path=teacher_path)
+    untrained = score_untrained(untrained_student(settings, device), frames, gt, teacher,
+                                plan_split(frames, gt, teacher, gt_path, teacher_path), max_depth=max_depth,
+                                batch_size=batch_size, device=device)
     root = dict(frames.attrs.get("config", {})).get("root")
     record = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
         "split": split,
         **metrics,
+        "baseline_untrained": untrained,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
         "variant": settings.get("variant"),

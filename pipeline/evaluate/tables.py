@@ -25,6 +25,8 @@ MAIN_VARIANT = "full"
 TEACHER_ROW = "Monodepth2 day teacher (ours, trained on train_day)"
 DEPTH_KEYS = paper.DEPTH_KEYS
 DEPTH_HEADERS = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "d<1.25", "d<1.25^2", "d<1.25^3")
+CONSTANT_ROW = "Constant depth (median-scaled)"
+UNTRAINED_ROW = "Untrained network (training's initialisation)"
 SPLIT_NAMES = {"test_day": "day", "test_night": "night"}
 REQUIRED = {
     "dataset": None, "split": None, "n_frames": None, "seg_reference": None,
@@ -130,6 +132,11 @@ def source_note(r: dict) -> str:
             f"{r['seg_reference']}, checkpoint {str(r.get('checkpoint_sha256', '?'))[:12]}")
 
 
+def untrained_depth(r: dict) -> dict | None:
+    """Depth metrics of the untrained network in an evaluate record (absent in older records)."""
+    return (r.get("baseline_untrained") or {}).get("depth")
+
+
 # ----------------------------------------------------------------------------- tables
 def table1(index: dict, teachers: dict) -> Table:
     """Depth on Oxford RobotCar (paper Table 1)."""
@@ -142,8 +149,11 @@ def table1(index: dict, teachers: dict) -> Table:
         r = index.get((v, "robotcar", split))
         if r is not None:
             t.add("measured", [SPLIT_NAMES[split], _ours(v) + MEASURED, *(r["depth"][k] for k in DEPTH_KEYS)])
-            t.add("measured", [SPLIT_NAMES[split], "Constant depth (median-scaled)" + MEASURED,
+            t.add("measured", [SPLIT_NAMES[split], CONSTANT_ROW + MEASURED,
                                *(r["baseline_constant"][k] for k in DEPTH_KEYS)])
+            if untrained_depth(r) is not None:
+                t.add("measured", [SPLIT_NAMES[split], UNTRAINED_ROW + MEASURED,
+                                   *(untrained_depth(r)[k] for k in DEPTH_KEYS)])
             t.notes.append(source_note(r))
         tr = teachers.get(("robotcar", split))
         if tr is not None:
@@ -161,10 +171,13 @@ def table2(index: dict, teachers: dict) -> Table:
         t.add("paper", [method + PAPER, train, *day, *night])
     v = main_variant(index)
     day, night = index.get((v, "nuscenes", "test_day")), index.get((v, "nuscenes", "test_night"))
-    for label, key in ((_ours(v), "depth"), ("Constant depth (median-scaled)", "baseline_constant")):
-        if day is None and night is None:
-            break
-        cells = [r[key][k] if r is not None else None for r in (day, night) for k in paper.TABLE2_KEYS]
+    rows = ((_ours(v), lambda r: r["depth"]), (CONSTANT_ROW, lambda r: r["baseline_constant"]),
+            (UNTRAINED_ROW, untrained_depth))
+    for label, get in rows:
+        depth = [get(r) if r is not None else None for r in (day, night)]
+        if all(d is None for d in depth):
+            continue
+        cells = [d[k] if d is not None else None for d in depth for k in paper.TABLE2_KEYS]
         t.add("measured", [label + MEASURED, "M", *cells])
     tday, tnight = teachers.get(("nuscenes", "test_day")), teachers.get(("nuscenes", "test_night"))
     if tday is not None or tnight is not None:
