@@ -36,6 +36,7 @@ BOX, CYLINDER, SPHERE = 0, 1, 2
 _TEX_SCALE = np.array([0.08, 0.5, 0.6, 0.5, 0.4, 0.3, 0.3, 0.2, 0.2, 0.15, 0.05, 0.15, 0.1], np.float32)
 _TEX_AMP = np.array([0.35, 0.25, 0.25, 0.08, 0.1, 0.15, 0.05, 0.05, 0.05, 0.6, 0.4, 0.35, 0.3], np.float32)
 
+GROUND_PATCH_M = 1.5          # scale (m) of the road's coarse patch texture (stains, repairs)
 LANE_HALF_WIDTH = 2.5          # driving lanes |y| < 2.5 ...
 PARKING_WIDTH = 2.0            # ... parking strips up to the curb at |y| = road_half_width
 CURB_HEIGHT = 0.15
@@ -599,6 +600,9 @@ def _albedo(scene, h, fx, night):
     seed = h.li.astype(np.int32) + np.int32(scene.seed % 65536)
     tex = _value_noise(h.u / scale, h.v / scale, seed) - 0.5
     tex += 0.5 * (_value_noise(h.u / (6 * scale), h.v / (6 * scale), seed + 1) - 0.5)
+    ground = np.nonzero(mat == M_GROUND)[0]      # patches and stains, large enough to track at low resolution
+    tex[ground] += 0.8 * (_value_noise(h.u[ground] / GROUND_PATCH_M, h.v[ground] / GROUND_PATCH_M,
+                                       seed[ground] + 2) - 0.5)
     _ground_color(scene, np.nonzero(h.li == 0)[0], h, color)
     _sidewalk_color(np.nonzero(mat == M_SIDEWALK)[0], h, color)
     aux = _lut(scene.aux, 0, 0)
