@@ -247,6 +247,20 @@ def plan_split(frames, gt, teacher, gt_path="gt", teacher_path="seg_teacher") ->
     return {"rows": rows, "reference": reference, "depth_hw": tuple(gt["depth"].shape[1:]), "seg_hw": tuple(seg_hw)}
 
 
+def iter_predictions(model, frames, gt, teacher, plan: dict, batch_size: int, device) -> Iterator[tuple]:
+    """Per target row of `plan`: (row, depth at the gt size, seg classes at the reference size, gt depth,
+    reference labels, teacher top-1 or None), predicted in batches."""
+    for batch in iter_batches(plan["rows"], batch_size):
+        disp, logits = predict_batch(model, frames["image"].oindex[batch], device)
+        seg = seg_from_logits(logits, *plan["seg_hw"])
+        gt_depth = np.asarray(gt["depth"].oindex[batch], dtype=np.float32)
+        top1 = teacher["topk_class"].oindex[batch][..., 0] if teacher is not None else None
+        ref = gt["labels"].oindex[batch] if plan["reference"] == "gt" else top1
+        for i, row in enumerate(batch):
+            yield (int(row), depth_from_disp(disp[i], *plan["depth_hw"]), seg[i], gt_depth[i], ref[i],
+                   None if top1 is None else top1[i])
+
+
 def evaluate_split(model, frames, gt, teacher, *, max_depth: float, batch_size: int, device, predictions,
                    gt_path="gt", teacher_path="seg_teacher") -> dict:
     """Predict every target row, stream the predictions to the h5 file `predictions`, return the metrics.
@@ -258,21 +272,16 @@ def evaluate_split(model, frames, gt, teacher, *, max_depth: float, batch_size: 
     per_image, baseline, skipped, done = [], [], 0, 0
     frame_ids = [str(x) for x in frames["frame_id"][:]]
     with PredictionWriter(predictions, len(rows), depth_hw, seg_hw) as writer:
-        for batch in iter_batches(rows, batch_size):
-            disp, logits = predict_batch(model, frames["image"].oindex[batch], device)
-            seg = seg_from_logits(logits, *seg_hw)
-            gt_depth = np.asarray(gt["depth"].oindex[batch], dtype=np.float32)
-            top1 = teacher["topk_class"].oindex[batch][..., 0] if teacher is not None else None
-            ref = gt["labels"].oindex[batch] if reference == "gt" else top1
-            for i, row in enumerate(batch):
-                depth = depth_from_disp(disp[i], *depth_hw)
-                writer.add(int(row), frame_ids[row], depth, seg[i])
-                skipped += not score_depth(gt_depth[i], depth, max_depth, per_image, baseline)
-                student.update(seg[i], ref[i])
-                if reference == "gt" and top1 is not None:
-                    teacher_seg.update(resize_labels_nearest(top1[i], *seg_hw), ref[i])
-            done += len(batch)
-            log.info("evaluated %d / %d target rows", done, len(rows))
+        for row, depth, seg, gt_depth, ref, top1 in iter_predictions(model, frames, gt, teacher, plan, batch_size,
+                                                                     device):
+            writer.add(row, frame_ids[row], depth, seg)
+            skipped += not score_depth(gt_depth, depth, max_depth, per_image, baseline)
+            student.update(seg, ref)
+            if reference == "gt" and top1 is not None:
+                teacher_seg.update(resize_labels_nearest(top1, *seg_hw), ref)
+            done += 1
+            if done % batch_size == 0 or done == len(rows):
+                log.info("evaluated %d / %d target rows", done, len(rows))
         if not per_image:
             raise ValueError(f"{gt_path}: no target row has a gt depth in ({MIN_DEPTH}, {max_depth}] m")
     if skipped:
@@ -297,14 +306,9 @@ def evaluate_split(model, frames, gt, teacher, *, max_depth: float, batch_size: 
 def score_untrained(model, frames, gt, teacher, plan: dict, *, max_depth: float, batch_size: int, device) -> dict:
     """Depth metrics and seg mIoU of `model` (the untrained network) on the rows of `plan`, same protocol."""
     per_image, baseline, seg = [], [], SegMetrics(cityscapes.NUM_CLASSES)
-    for batch in iter_batches(plan["rows"], batch_size):
-        disp, logits = predict_batch(model, frames["image"].oindex[batch], device)
-        pred = seg_from_logits(logits, *plan["seg_hw"])
-        gt_depth = np.asarray(gt["depth"].oindex[batch], dtype=np.float32)
-        ref = gt["labels"].oindex[batch] if plan["reference"] == "gt" else teacher["topk_class"].oindex[batch][..., 0]
-        for i in range(len(batch)):
-            score_depth(gt_depth[i], depth_from_disp(disp[i], *plan["depth_hw"]), max_depth, per_image, baseline)
-            seg.update(pred[i], ref[i])
+    for _, depth, classes, gt_depth, ref, _ in iter_predictions(model, frames, gt, teacher, plan, batch_size, device):
+        score_depth(gt_depth, depth, max_depth, per_image, baseline)
+        seg.update(classes, ref)
     return {"depth": aggregate(per_image), "seg_miou": _finite(seg.compute()["miou"]),
             "init": "seed_everything(settings.seed) + build_model(settings.model), no ImageNet file"}
 
