@@ -1,10 +1,15 @@
 # DepthSegNet24 pipeline. Targets:
 #   snakemake --cores 2 frames        splits, frames and ground-truth shards of every enabled dataset
 #   snakemake --cores 2 teachers      CycleGAN translations, Mask2Former and Monodepth2 pseudo-labels
-#   snakemake --cores 2 train         the student (variant `full`)
+#   snakemake --cores 2 train         one student per dataset (variant `full`)
 #   snakemake --cores 2 train_ablation  every variant of train.variants (Table 5)
 #   snakemake --cores 2 eval_tables   evaluate and write the paper's tables (default target)
 # Overlay the paper's settings: --configfile workflow/configs/paper.yaml
+
+from snakemake.utils import min_version
+
+min_version("9")
+
 
 configfile: "config.yaml"
 
@@ -35,12 +40,12 @@ rule teachers:
 
 rule train:
     input:
-        checkpoint_path("full"),
+        [checkpoint_path(ds, "full") for ds in train_datasets()],
 
 
 rule train_ablation:
     input:
-        [checkpoint_path(v) for v in variants()],
+        [checkpoint_path(ds, v) for ds in train_datasets() for v in variants()],
 
 
 rule eval_tables:

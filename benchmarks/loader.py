@@ -24,8 +24,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from pipeline import shards
 from pipeline.datasets import frames as fr
-from pipeline.datasets import nuscenes as ns
-from pipeline.datasets.images import read_rgb
+from pipeline.datasets.adapter import open_dataset
 
 CODECS = {
     "none": None,
@@ -86,17 +85,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     try:
         if not args.root.exists():
-            from pipeline.datasets import demo
+            from pipeline.datasets.nuscenes_demo import write_nuscenes_demo
 
             print(f"{args.root} not found: rendering a demo nuScenes dataroot into {work / 'nuscenes'}")
             args.root = work / "nuscenes"
-            demo.write_nuscenes_demo(args.root, seed=0, keyframes_per_scene=4, sweeps_between=2)
-        nusc = ns.open_nuscenes(args.root, args.version)
-        ids = [t for split in ns.derive_splits(nusc, args.version).values() for t in split]
-        table = ns.frame_table(nusc, ids, neighbours="sweeps")
+            write_nuscenes_demo(args.root, seed=0, keyframes_per_scene=4, sweeps_between=2)
+        dataset = open_dataset("nuscenes", args.root,
+                               {"version": args.version, "day_clear_only": True, "neighbours": "sweeps"})
+        ids = [t for split in dataset.derive_splits()[0].values() for t in split]
+        table = dataset.frame_table(ids)
         out = work / "frames.zarr"
         t = time.perf_counter()
-        fr.extract_frames(table, lambda s: read_rgb(args.root / s), out, crop=(0, 0, 0, 0), size=size,
+        fr.extract_frames(table, dataset.load_rgb, out, crop=(0, 0, 0, 0), size=size,
                           attrs={}, threads=args.threads, progress=False)
         ext_fps = len(table) / (time.perf_counter() - t)
         group = shards.open_shard(out)
@@ -151,14 +151,13 @@ def main() -> None:
 
 
 def bench_robotcar(root: Path, work: Path, threads: int) -> None:
-    from pipeline.datasets import robotcar_splits as rs
-
+    dataset = open_dataset("robotcar", root, {})
     runs = sorted(p.name for p in root.iterdir() if (p / "stereo").is_dir())
-    ids = [f"{run}/{t}" for run in runs for t in rs.rc.read_run_frames(root / run)[1:-1]]
-    table, load = rs.frame_table(root, ids)
+    ids = [f"{run}/{t}" for run in runs for t in dataset.run_frames(run)[1:-1]]
+    table = dataset.frame_table(ids)
     out = work / "robotcar.zarr"
     t = time.perf_counter()
-    fr.extract_frames(table, load, out, crop=(0, 0, 0, 160), size=(512, 256), attrs={}, threads=threads,
+    fr.extract_frames(table, dataset.load_rgb, out, crop=(0, 0, 0, 160), size=(512, 256), attrs={}, threads=threads,
                       progress=False)
     fps = len(table) / (time.perf_counter() - t)
     print(f"\n  RobotCar extraction (Bayer PNG demosaic + LUT undistort + crop + resize 512x256 + write, "

@@ -27,30 +27,12 @@ from torch.utils.data import Dataset
 
 from pipeline.geometry import flip_K
 from pipeline.shards import RowReader, open_shard
+from pipeline.triplets import usable_targets
 
 DAY, NIGHT = "train_day", "train_night"
 
 
-def shard_paths(results_dir: str | os.PathLike, dataset: str) -> dict[str, Path]:
-    """The shards the student reads for one dataset, by role."""
-    r = Path(results_dir) / dataset
-    return {
-        "day_frames": r / "frames" / f"{DAY}.zarr",
-        "day_synth": r / "synth" / f"{DAY}.zarr",
-        "day_seg": r / "seg_teacher" / f"{DAY}.zarr",
-        "day_depth": r / "depth_teacher" / f"{DAY}.zarr",
-        "night_frames": r / "frames" / f"{NIGHT}.zarr",
-        "night_synth": r / "synth" / f"{NIGHT}.zarr",
-        "night_seg": r / "seg_teacher" / f"{NIGHT}.zarr",
-    }
-
-
-def usable_targets(frames) -> np.ndarray:
-    """Rows of a frames group that are targets with both temporal neighbours (int64, ascending)."""
-    target = np.asarray(frames["target"][:], bool)
-    prev = np.asarray(frames["prev"][:])
-    nxt = np.asarray(frames["next"][:])
-    return np.flatnonzero(target & (prev >= 0) & (nxt >= 0))
+ROLES = ("day_frames", "day_synth", "day_seg", "day_depth", "night_frames", "night_synth", "night_seg")
 
 
 def _image(arr, row: int) -> torch.Tensor:
@@ -64,16 +46,17 @@ def _labels(arr, row: int) -> torch.Tensor:
 
 
 class TrainingSet(Dataset):
-    """Training items of one dataset under RESULTS/{dataset}/ (see the module docstring for the keys).
+    """Training items of one dataset from its shards `paths` (role -> path, roles in ROLES: the rule
+    passes them; only those the switches need are opened). See the module docstring for the keys.
 
     `flip`: horizontal flip with probability 0.5, one decision per item applied to every image, label
     and depth map of the item and to the cx of both intrinsics. Night rows and flips are drawn from a
     generator seeded by (seed, epoch, index): call `set_epoch` before each epoch."""
 
-    def __init__(self, results_dir: str | os.PathLike, dataset: str, *, real_night: bool = True,
-                 synthetic: bool = True, teacher_depth: bool = True, flip: bool = False, seed: int = 0):
+    def __init__(self, paths: dict, dataset: str, *, real_night: bool, synthetic: bool, teacher_depth: bool,
+                 flip: bool, seed: int):
         self.dataset = dataset
-        self.paths = shard_paths(results_dir, dataset)
+        self.paths = {role: Path(p) for role, p in paths.items()}
         self.real_night, self.synthetic, self.teacher_depth = real_night, synthetic, teacher_depth
         self.flip, self.seed, self.epoch = flip, int(seed), 0
         needed = ["day_frames", "day_seg"] + (["day_synth"] if synthetic else []) \
@@ -81,6 +64,9 @@ class TrainingSet(Dataset):
         if real_night:
             needed += ["night_frames", "night_seg"] + (["night_synth"] if synthetic else [])
         self.needed = needed
+        missing = [role for role in needed if role not in self.paths]
+        if missing:
+            raise ValueError(f"dataset {dataset}: no shard given for {missing} (needed by the enabled switches)")
         groups = {role: open_shard(self.paths[role]) for role in needed}  # validates every shard now
         self.day_rows = usable_targets(groups["day_frames"])
         if not len(self.day_rows):

@@ -1,7 +1,8 @@
 """Camera geometry shared by the dataset readers, the teachers and the student.
 
 numpy part (readers, ground truth): projection of camera-frame points and the depth
-rasteriser that every ground-truth depth map goes through.
+rasteriser that every ground-truth depth map goes through. (The crop + resize pixel mapping of
+images, points and intrinsics is `pipeline.datasets.images.CropResize`.)
 torch part (training): back-projection / projection (Monodepth2's BackprojectDepth and
 Project3D), pose vectors <-> matrices, disp_to_depth.
 """
@@ -41,18 +42,6 @@ def rasterize_depth(u: np.ndarray, v: np.ndarray, depth: np.ndarray, height: int
     np.minimum.at(out, row * width + col, d)
     out[~np.isfinite(out)] = 0.0
     return out.reshape(height, width).astype(np.float32)
-
-
-def scale_intrinsics(K: np.ndarray, sx: float, sy: float, crop_left: float = 0.0, crop_top: float = 0.0) -> np.ndarray:
-    """Intrinsics after cropping (crop_left/top pixels removed) then scaling by (sx, sy).
-
-    Pixel-centre convention: a pixel centre x maps to (x - crop_left + 0.5) * sx - 0.5."""
-    K2 = np.array(K, dtype=np.float64).copy()
-    K2[0, 0] *= sx
-    K2[1, 1] *= sy
-    K2[0, 2] = (K2[0, 2] - crop_left + 0.5) * sx - 0.5
-    K2[1, 2] = (K2[1, 2] - crop_top + 0.5) * sy - 0.5
-    return K2.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------

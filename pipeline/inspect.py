@@ -7,14 +7,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import shards
+from pipeline import cityscapes, shards
+from pipeline.atomic import atomic_path
+from pipeline.evaluate.figures import colorize_depth
 
 _STAT_ROWS = 16  # value statistics are taken over at most this many evenly spaced rows
 
 
 def describe(path: str | Path) -> str:
     group = shards.open_shard(path)
-    lines = [f"{path}  (zarr v{group.metadata.zarr_format} group, {group.attrs.get('n_rows', '?')} rows)"]
+    lines = [f"{path}  (zarr v3 group, {group.attrs.get('n_rows', '?')} rows)"]
     lines.append(f"{'array':<14}{'shape':<24}{'dtype':<10}{'chunk':<22}{'shard':<22}{'codecs':<26}stats")
     for name in sorted(group.array_keys()):
         arr = group[name]
@@ -30,6 +32,13 @@ def describe(path: str | Path) -> str:
 
 
 def _stats(arr) -> str:
+    try:
+        return _sample_stats(arr)
+    except shards.ShardError:
+        return "unreadable (corrupt bytes: see --verify)"
+
+
+def _sample_stats(arr) -> str:
     n = arr.shape[0] if arr.ndim else 0
     if n == 0:
         return "empty"
@@ -37,7 +46,7 @@ def _stats(arr) -> str:
     if np.dtype(arr.dtype).kind in "OUT":
         vals = arr[:]
         return f"e.g. {vals[0]!r}"
-    sample = np.asarray(arr.get_orthogonal_selection((rows,)))
+    sample = np.asarray(arr.oindex[rows])
     if sample.dtype == bool:
         return f"true: {int(arr[:].sum())}/{n}"
     s = sample.astype(np.float64)
@@ -58,8 +67,6 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
     """Render row `index`: images as they are, depth with a colour map, labels with the Cityscapes palette.
 
     Each array of the row becomes one panel; panels are stacked vertically at the width of the first."""
-    from pipeline.cityscapes import PALETTE
-
     group = shards.open_shard(path)
     n = group.attrs.get("n_rows", 0)
     if not 0 <= index < n:
@@ -72,7 +79,7 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
         if max(arr.shape[1:3]) <= 4:  # per-row matrices such as K are not images
             continue
         row = np.asarray(arr[index])
-        panel = _render_panel(name, row, group, PALETTE)
+        panel = _render_panel(name, row)
         if panel is not None:
             panels.append(_caption(panel, f"{name} [{index}]"))
     if not panels:
@@ -80,16 +87,17 @@ def preview(path: str | Path, index: int, out: str | Path) -> Path:
     width = panels[0].shape[1]
     panels = [cv2.resize(p, (width, max(1, round(p.shape[0] * width / p.shape[1]))), interpolation=cv2.INTER_NEAREST)
               for p in panels]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(panels, axis=0), cv2.COLOR_RGB2BGR))
-    return out
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.concatenate(panels, axis=0), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"could not encode the preview of {path} as PNG")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(png.tobytes())
+    return Path(out)
 
 
-def _render_panel(name: str, row: np.ndarray, group, palette: np.ndarray) -> np.ndarray | None:
+def _render_panel(name: str, row: np.ndarray) -> np.ndarray | None:
     if name in ("labels", "seg") or name.endswith("class"):  # label maps; top-k: the top-1 class
-        lab = row[..., 0] if row.ndim == 3 else row
-        return colorize_labels(lab, palette)
+        return cityscapes.colorize(row[..., 0] if row.ndim == 3 else row)
     if name.endswith("prob"):  # top-k probabilities x 255: the top-1 as grey levels
         return cv2.cvtColor(np.ascontiguousarray(row[..., 0]), cv2.COLOR_GRAY2RGB)
     if row.ndim == 3 and row.shape[-1] == 3 and row.dtype == np.uint8:
@@ -97,29 +105,6 @@ def _render_panel(name: str, row: np.ndarray, group, palette: np.ndarray) -> np.
     if row.ndim == 2 and np.issubdtype(row.dtype, np.floating):
         return colorize_depth(row)
     return None
-
-
-def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = palette
-    return lut[labels]
-
-
-def colorize_depth(depth: np.ndarray) -> np.ndarray:
-    """Inverse depth through the magma colour map (near = bright), 0/invalid = black."""
-    d = np.asarray(depth, np.float32)
-    valid = np.isfinite(d) & (d > 0)
-    inv = np.zeros_like(d)
-    inv[valid] = 1.0 / d[valid]
-    if valid.any():
-        lo, hi = np.percentile(inv[valid], [1, 99])
-        inv = np.clip((inv - lo) / max(hi - lo, 1e-6), 0, 1)
-    img = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA)
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if valid.mean() < 0.5:  # sparse LiDAR: dilate the points so they can be seen
-        img = cv2.dilate(img * valid[..., None].astype(np.uint8), np.ones((3, 3), np.uint8))
-    img[~valid & (cv2.dilate(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)] = 0
-    return img
 
 
 def _caption(img: np.ndarray, text: str) -> np.ndarray:

@@ -3,10 +3,9 @@
 - `training_step(batch, model, ...)` computes every loss term of eq. 1-18 for one batch and returns them
   (no backward): light (eq. 1-3), self-supervised depth (eq. 4-11), consistency (eq. 12-14), day depth
   distillation (eq. 15), segmentation (eq. 16-17), total (eq. 18).
-- `train(...)` is the loop around it: Adam, per-epoch shuffling, AMP on CUDA, DDP under torchrun,
-  atomic checkpoints every `checkpoint_every` epochs with automatic resume, `last.pt` only at the end,
-  TensorBoard scalars and images and a tqdm bar on rank 0.
-- `parse_settings(dict)` validates the `--settings` JSON of the `train` verb (errors name the key).
+- `train(...)` is the loop around it: Adam, per-epoch shuffling, AMP on CUDA (`train.amp`), DDP under
+  torchrun, a resumable state every `checkpoint_every` epochs (`pipeline.checkpoints.TrainingState`),
+  `last.pt` only at the end, TensorBoard scalars and images and a tqdm bar on rank 0.
 
 Ablation switches (Table 5), all True by default:
     real_night       RN: real-night triplets and their terms (sf_night, cst_syn, seg_night, light on them)
@@ -34,14 +33,12 @@ Choices the paper leaves open (documented here, one place):
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +48,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from pipeline import distributed
+from pipeline import checkpoints, distributed
+from pipeline.checkpoints import TrainingState, seed_everything
 from pipeline.cityscapes import NAMES, colorize
+from pipeline.config import TrainSettings, ablation_switches
 from pipeline.distributed import DistInfo
 from pipeline.geometry import K3_to_K4, disp_to_depth
 from pipeline.losses import (DEFAULT_WEIGHTS, consistency_loss, distillation_loss, light_loss, light_loss_total,
@@ -61,126 +60,7 @@ from pipeline.losses import (DEFAULT_WEIGHTS, consistency_loss, distillation_los
 log = logging.getLogger(__name__)
 
 SKY = NAMES.index("sky")  # Cityscapes train id 10
-SWITCHES = ("real_night", "synthetic_night", "light", "distillation")
 NUM_SCALES = 4
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings (validated once, at the CLI edge)
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    lr: float = 2.5e-4
-    num_workers: int = 0
-    checkpoint_every: int = 1
-    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    night_weight: float = 0.1
-    tau: float = 0.1
-    max_steps_per_epoch: int | None = None
-    amp: bool = True          # only used on CUDA
-    image_every: int = 100    # TensorBoard image summaries every N global steps
-    flip: bool = True         # horizontal flip augmentation (Monodepth2 practice)
-    keep_checkpoints: int = 3  # newest epoch checkpoints kept (0 = all); ~370 MB each for the paper model
-    seed: int = 0
-    switches: dict = field(default_factory=lambda: {k: True for k in SWITCHES})
-
-
-# keys of the config's `train` section this verb accepts (datasets/variants/ablations/gpus are read by
-# Snakemake and passed along untouched)
-_TRAIN_KEYS = {"epochs", "batch_size", "lr", "num_workers", "checkpoint_every", "weights", "night_weight", "tau",
-               "max_steps_per_epoch", "amp", "image_every", "flip", "keep_checkpoints",
-               "datasets", "variants", "ablations", "gpus"}
-
-
-def _number(section: Mapping, prefix: str, key: str, default=None, *, integer=False, minimum=None,
-            positive=False, optional=False):
-    value = section.get(key, default)
-    name = f"{prefix}{key}"
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"settings key '{name}' is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ValueError(f"settings key '{name}' must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum):
-        bound = "> 0" if positive else f">= {minimum}"
-        raise ValueError(f"settings key '{name}' must be {bound}, got {value!r}")
-    return value if integer else float(value)
-
-
-def _bool(section: Mapping, name: str, key: str, default: bool) -> bool:
-    value = section.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"settings key '{name}{key}' must be true or false, got {value!r}")
-    return value
-
-
-def _mapping(section: Mapping, key: str, prefix: str = "", required: bool = False) -> dict:
-    value = section.get(key)
-    if value is None and not required:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"settings key '{prefix}{key}' must be a mapping, got {value!r}")
-    return dict(value)
-
-
-def parse_settings(settings: Mapping, datasets=()) -> TrainSettings:
-    """Validate the `train` verb's settings {"model", "train", "variant", "switches", "seed", "datasets"}
-    and return the training values. Errors name the offending key."""
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"--settings must be a JSON object, got {type(settings).__name__}")
-    _mapping(settings, "model", required=True)
-    t = _mapping(settings, "train", required=True)
-    unknown = sorted(set(t) - _TRAIN_KEYS)
-    if unknown:
-        raise ValueError(f"settings key 'train.{unknown[0]}' is unknown; expected some of {sorted(_TRAIN_KEYS)}")
-    p = "train."
-    weights = _mapping(t, "weights", p)
-    bad = sorted(set(weights) - set(DEFAULT_WEIGHTS))
-    if bad:
-        raise ValueError(f"settings key 'train.weights.{bad[0]}' is unknown; expected {sorted(DEFAULT_WEIGHTS)}")
-    weights = {k: _number(weights, "train.weights.", k, DEFAULT_WEIGHTS[k], minimum=0) for k in DEFAULT_WEIGHTS}
-    switches = _mapping(settings, "switches")
-    bad = sorted(set(switches) - set(SWITCHES))
-    if bad:
-        raise ValueError(f"settings key 'switches.{bad[0]}' is unknown; expected some of {list(SWITCHES)}")
-    switches = {k: _bool(switches, "switches.", k, True) for k in SWITCHES}
-    per_ds = _mapping(settings, "datasets")
-    for ds in datasets:
-        if ds in per_ds:
-            _number(_mapping(per_ds, ds, "datasets."), f"datasets.{ds}.", "max_depth", positive=True)
-    tau = _number(t, p, "tau", 0.1, minimum=0)
-    if tau >= 1:
-        raise ValueError(f"settings key 'train.tau' must be in [0, 1), got {tau!r}")
-    return TrainSettings(
-        epochs=_number(t, p, "epochs", integer=True, minimum=1),
-        batch_size=_number(t, p, "batch_size", integer=True, minimum=1),
-        lr=_number(t, p, "lr", 2.5e-4, positive=True),
-        num_workers=_number(t, p, "num_workers", 0, integer=True, minimum=0),
-        checkpoint_every=_number(t, p, "checkpoint_every", 1, integer=True, minimum=1),
-        weights=weights,
-        night_weight=_number(t, p, "night_weight", 0.1, minimum=0),
-        tau=tau,
-        max_steps_per_epoch=_number(t, p, "max_steps_per_epoch", None, integer=True, minimum=1, optional=True),
-        amp=_bool(t, p, "amp", True),
-        image_every=_number(t, p, "image_every", 100, integer=True, minimum=1),
-        flip=_bool(t, p, "flip", True),
-        keep_checkpoints=_number(t, p, "keep_checkpoints", 3, integer=True, minimum=0),
-        seed=_number(settings, "", "seed", 0, integer=True, minimum=0),
-        switches=switches,
-    )
-
-
-def check_switches(switches: Mapping | None) -> dict:
-    """Switches over the defaults (all True); raises on an unknown name."""
-    switches = dict(switches or {})
-    unknown = set(switches) - set(SWITCHES)
-    if unknown:
-        raise ValueError(f"unknown switches {sorted(unknown)}; expected some of {list(SWITCHES)}")
-    return {k: bool(switches.get(k, True)) for k in SWITCHES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +122,7 @@ def training_step(batch: Mapping, model: nn.Module, switches: Mapping | None = N
     seg_night, seg. Terms switched off are absent.
 
     `model` is the DepthSegNet, or a (DDP-wrapped) `TrainForward` around it."""
-    sw = check_switches(switches)
+    sw = ablation_switches(switches)
     rn, sn = sw["real_night"], sw["synthetic_night"]
     net = TrainForward(model) if not isinstance(model, (TrainForward, nn.parallel.DistributedDataParallel)) else model
     names = ["day"] + (["syn_night"] if sn else []) + (["night"] if rn else []) + (["syn_day"] if rn and sn else [])
@@ -324,12 +204,6 @@ def training_step(batch: Mapping, model: nn.Module, switches: Mapping | None = N
 # Seeds, RNG state, checkpoints
 # ---------------------------------------------------------------------------------------------
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: numpy and random seeded from the worker's torch seed."""
     s = torch.initial_seed() % 2 ** 32
@@ -337,87 +211,20 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def rng_state() -> dict:
-    """Every RNG the run draws from, in a form torch.load(weights_only=True) accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-            "random": random.getstate()}
-
-
-def set_rng_state(state: Mapping) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["random"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def save_checkpoint(path: str | os.PathLike, state: Mapping) -> Path:
-    """torch.save to a temporary file beside `path`, then os.replace: never a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def epoch_checkpoints(ckpt_dir: Path) -> dict[int, Path]:
-    """{epoch: path} of the `epoch_NNN.pt` files in ckpt_dir."""
-    out = {}
-    for p in Path(ckpt_dir).glob("epoch_*.pt"):
-        try:
-            out[int(p.stem.split("_", 1)[1])] = p
-        except ValueError:
-            continue
-    return out
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    """Remove all but the `keep` newest epoch checkpoints (keep 0: remove none)."""
-    found = epoch_checkpoints(ckpt_dir)
-    for n in sorted(found)[:-keep] if keep else []:
-        found[n].unlink(missing_ok=True)
-
-
-def _resume_key(record: Mapping) -> str:
-    """The settings that must match to resume: all but those that do not change the trained weights of the
-    epochs already run (epoch count, workers, logging, pruning, GPU count, the OTHER variants' switches)."""
-    record = json.loads(json.dumps(record, sort_keys=True, default=str))
-    for key in ("epochs", "num_workers", "image_every", "keep_checkpoints", "gpus", "variants", "ablations"):
-        record.get("train", {}).pop(key, None)
-    return json.dumps(record, sort_keys=True)
-
-
-def find_resume(ckpt_dir: Path, record: Mapping, epochs: int) -> Path | None:
-    """Newest epoch checkpoint (<= epochs) written with the same settings. Checkpoints of other settings
-    are stale: they are removed (with a warning) so the run starts afresh."""
-    found = epoch_checkpoints(ckpt_dir)
-    for n in sorted(found, reverse=True):
-        state = torch.load(found[n], map_location="cpu", weights_only=True)
-        if _resume_key(state.get("settings", {})) != _resume_key(record):
-            log.warning("%s was written with other settings: removing it, starting afresh", found[n])
-            found[n].unlink()
-            continue
-        if n <= epochs:
-            return found[n]
-    return None
-
-
 def _state(model, optimizer, scaler, epoch: int, step: int, record: Mapping) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "global_step": step, "rng": rng_state(), "settings": dict(record)}
+            "epoch": epoch, "global_step": step, "rng": checkpoints.rng_state(), "settings": dict(record)}
+
+
+# Settings that do not change the weights of the epochs already run: a run that differs only in these
+# resumes (e.g. more epochs).
+NOT_IN_RESUME_KEY = ("epochs", "num_workers", "image_every", "keep_checkpoints", "gpus", "variants", "ablations")
+
+
+def resume_record(record: Mapping) -> dict:
+    """The part of a run's record that keys its resumable state (see NOT_IN_RESUME_KEY)."""
+    train = {k: v for k, v in dict(record.get("train", {})).items() if k not in NOT_IN_RESUME_KEY}
+    return {**dict(record), "train": train}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,40 +339,38 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, fused=True)
 
 
-def train(model: nn.Module, datasets: Mapping[str, Dataset], out_dir: str | os.PathLike, s: TrainSettings,
-          device: torch.device, info: DistInfo = DistInfo(), record: Mapping | None = None) -> Path:
-    """Train `model` (a DepthSegNet) on the datasets; returns OUT/checkpoints/last.pt.
+def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.PathLike, log_dir: str | os.PathLike,
+          state_dir: str | os.PathLike, s: TrainSettings, device: torch.device, info: DistInfo = DistInfo(),
+          record: Mapping | None = None) -> Path:
+    """Train `model` (a DepthSegNet) on the datasets; writes the checkpoint `last` at the end.
 
-    Resumes from the newest OUT/checkpoints/epoch_NNN.pt written with the same settings (`record`, the
-    settings as given, is stored in every checkpoint). Rank 0 writes checkpoints and TensorBoard logs."""
-    record = dict(record if record is not None else {"train": asdict(s)})
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    Resumes from the newest state in `state_dir` of the same `record` (the run's settings and input
+    digests; `resume_record` leaves out what does not change the weights already trained). Rank 0 writes
+    the states, `last` and the TensorBoard logs in `log_dir`."""
+    record = dict(record if record is not None else {"train": {k: getattr(s, k) for k in s.__dataclass_fields__}})
+    state = TrainingState(state_dir, resume_record(record), keep=s.keep_checkpoints) if info.is_main else None
     model.to(device).train()
     freeze_unused(model, s.switches["light"])
     optimizer = make_optimizer(model, s.lr)
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, step, rng = 0, 0, None
-    resume = find_resume(ckpt_dir, record, s.epochs) if info.is_main else None
-    resume = _broadcast(resume, info)
-    if resume is not None:
-        state = load_checkpoint(resume)  # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, step, rng = state["epoch"], state["global_step"], state["rng"]
-        if info.is_main:
-            log.info("resuming from %s (epoch %d, step %d)", resume, start_epoch, step)
+    # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
+    saved = _broadcast(state.latest(s.epochs) if state is not None else None, info)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        start_epoch, step, rng = saved["epoch"], saved["global_step"], saved["rng"]
     net = TrainForward(model, amp=use_amp)
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     writer = None
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step or None)
+        writer = SummaryWriter(str(log_dir), purge_step=step or None)
     if rng is not None:
-        set_rng_state(rng)  # last: nothing between here and the first batch draws from the RNGs
+        checkpoints.set_rng_state(rng)  # last: nothing between here and the first batch draws from the RNGs
     try:
         t0 = time.perf_counter()
         for epoch in range(start_epoch, s.epochs):
@@ -573,16 +378,14 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], out_dir: str | os.P
             step = run_epoch(net, model, loaders, optimizer, scaler, s, device, epoch, step, writer, info)
             if (epoch + 1) % s.checkpoint_every == 0:
                 if info.is_main:
-                    save_checkpoint(ckpt_dir / f"epoch_{epoch + 1:03d}.pt",
-                                    _state(model, optimizer, scaler, epoch + 1, step, record))
-                    prune_checkpoints(ckpt_dir, s.keep_checkpoints)
+                    state.save(epoch + 1, _state(model, optimizer, scaler, epoch + 1, step, record))
                 distributed.barrier()
-        last = ckpt_dir / "last.pt"
         if info.is_main:
-            save_checkpoint(last, _state(model, optimizer, scaler, s.epochs, step, record))
+            checkpoints.save(_state(model, optimizer, scaler, s.epochs, step, record), last)
+            state.clear()
             log.info("training done: %d steps in %.1f s, %s", step, time.perf_counter() - t0, last)
         distributed.barrier()
-        return last
+        return Path(last)
     finally:
         if writer is not None:
             writer.close()

@@ -78,3 +78,23 @@ def test_cluster_profiles_load_with_their_executor_plugins(profile):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-2000:]
     assert "train_student" in out and "This was a dry-run" in out
+
+
+def test_the_schema_holds_every_default_and_config_yaml_shows_the_same_values():
+    """One config: an empty config validates to exactly config.yaml (the schema's defaults), so no key
+    can have a default that disagrees with the documented one."""
+    from pipeline.config import validated
+
+    assert validated({}) == validated(load("config.yaml")) == load("config.yaml")
+
+
+def test_a_missing_real_dataset_root_fails_the_dry_run_naming_the_key(tmp_path):
+    for name in ("Snakefile", "config.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    subprocess.run(["cp", "-r", str(REPO / "workflow"), str(REPO / "envs"), str(tmp_path)], check=True)
+    (tmp_path / "pipeline").symlink_to(REPO / "pipeline")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "train", "-n", "--cores", "1", "--configfile",
+                           str(REPO / "workflow/configs/paper.yaml")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "config key datasets.nuscenes.root" in proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline import cli
+from pipeline.checkpoints import TrainingState
 from pipeline.shards import file_sha256, open_shard, write_group
 from pipeline.synth.cyclegan import (ImagePool, NLayerDiscriminator, ResnetGenerator, load_generator, lr_factor,
                                      save_generator, to_tensor, to_uint8, train_cyclegan, translate)
@@ -187,23 +188,21 @@ TINY = dict(ngf=8, n_blocks=1, n_epochs_decay=0, crop=32, batch_size=1, lr=2e-4,
 
 def test_tiny_training_runs_and_resumes_exactly(tmp_path):
     day, night = _images(1), _images(2)
-    full_ckpt = tmp_path / "full.pt"
-    g_full, _ = train_cyclegan(day, night, n_epochs=2, checkpoint_path=full_ckpt, **TINY)
-    assert torch.load(full_ckpt, weights_only=True)["epoch"] == 2
+    full = TrainingState(tmp_path / "full", {"run": "full"})
+    g_full, _ = train_cyclegan(day, night, n_epochs=2, state=full, **TINY)
+    assert full.latest()["epoch"] == 2
     init = ResnetGenerator(3, 3, 8, 1)
     assert any(not torch.equal(a, b) for a, b in zip(g_full.state_dict().values(), init.state_dict().values()))
     # stop after one epoch, then resume for the second: same weights as the uninterrupted run
-    ckpt = tmp_path / "state.pt"
-    g_one, _ = train_cyclegan(day, night, n_epochs=1, checkpoint_path=ckpt, **TINY)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
-    g_resumed, n2d = train_cyclegan(day, night, n_epochs=2, checkpoint_path=ckpt, **TINY)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    state = TrainingState(tmp_path / "state", {"run": "split"})
+    g_one, _ = train_cyclegan(day, night, n_epochs=1, state=state, **TINY)
+    assert state.latest()["epoch"] == 1
+    g_resumed, n2d = train_cyclegan(day, night, n_epochs=2, state=state, **TINY)
+    assert state.latest()["epoch"] == 2
     for k, v in g_full.state_dict().items():
         assert torch.equal(v, g_resumed.state_dict()[k]), k
     assert not torch.equal(g_one.state_dict()["model.1.weight"], g_resumed.state_dict()["model.1.weight"])
     assert isinstance(n2d, ResnetGenerator)
-    with pytest.raises(ValueError, match="settings"):
-        train_cyclegan(day, night, n_epochs=3, checkpoint_path=ckpt, **{**TINY, "ngf": 4})
 
 
 def _frames_shard(path, images, target):
@@ -212,16 +211,21 @@ def _frames_shard(path, images, target):
                               "prev": np.full(n, -1, np.int32), "next": np.full(n, -1, np.int32)})
 
 
+def _outs(out):
+    return ["--out-day2night", str(out / "G_day2night.pth"), "--out-night2day", str(out / "G_night2day.pth"),
+            "--state-dir", str(out / "state")]
+
+
 def test_cli_train_and_translate(tmp_path):
     day = _frames_shard(tmp_path / "day.zarr", _images(3, 2), [True, True])
     night = _frames_shard(tmp_path / "night.zarr", _images(4, 2), [True, False])
     out = tmp_path / "cyclegan"
-    rc = cli.main(["train-cyclegan", "--day", str(day), "--night", str(night), "--out-dir", str(out),
+    rc = cli.main(["train-cyclegan", "--day", str(day), "--night", str(night), *_outs(out),
                    "--ngf", "8", "--n-blocks", "1", "--epochs", "1", "--epochs-decay", "0", "--crop", "32",
-                   "--device", "cpu"])
+                   "--device", "cpu", "--batch-size", "1", "--lr", "2e-4", "--seed", "0"])
     assert rc == 0
     assert load_generator(out / "G_day2night.pth").ngf == 8 and (out / "G_night2day.pth").is_file()
-    assert not list(out.glob("train_state*.pt"))  # removed once training finished
+    assert not (out / "state").exists()  # removed once training finished
 
     gen = save_generator(constant_generator(0.5), tmp_path / "const.pth")
     synth = tmp_path / "synth.zarr"
@@ -241,19 +245,26 @@ def test_cli_pretrained_generators_are_validated_and_copied(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"foo": torch.zeros(1)}, bad)
     out = tmp_path / "out"
-    args = ["train-cyclegan", "--day", "x.zarr", "--night", "y.zarr", "--out-dir", str(out)]
+    args = ["train-cyclegan", "--day", "x.zarr", "--night", "y.zarr", *_outs(out), "--ngf", "8", "--n-blocks", "1",
+            "--epochs", "1", "--epochs-decay", "0", "--crop", "32", "--device", "cpu", "--batch-size", "1", "--lr",
+            "2e-4", "--seed", "0"]
     assert cli.main(args + ["--pretrained-day2night", str(good), "--pretrained-night2day", str(good)]) == 0
     assert file_sha256(out / "G_night2day.pth") == file_sha256(good)
     assert cli.main(args + ["--pretrained-day2night", str(good), "--pretrained-night2day", str(bad)]) == 2
     assert cli.main(args + ["--pretrained-day2night", str(good)]) == 2
 
 
-def test_resumable_state_is_keyed_by_the_input_data(tmp_path):
-    """A teacher's training state is named by its inputs' digests: other inputs never resume it."""
-    from pipeline.cli import _resume_file
-
-    a = _resume_file(tmp_path / "train_state", "digest-day-1", "digest-night-1")
-    a.write_bytes(b"state")
-    assert _resume_file(tmp_path / "train_state", "digest-day-1", "digest-night-1") == a and a.exists()
-    b = _resume_file(tmp_path / "train_state", "digest-day-2", "digest-night-1")
-    assert b != a and not a.exists()  # the stale state of other inputs is removed
+def test_resumable_state_is_keyed_by_its_record(tmp_path):
+    """One stale-state policy (pipeline.checkpoints): a run of other settings or inputs never resumes a
+    state, and removes it; the same record resumes the newest epoch; `keep` prunes older epochs."""
+    a = TrainingState(tmp_path / "s", {"inputs": ["day-1", "night-1"]}, keep=2)
+    for epoch in (1, 2, 3):
+        a.save(epoch, {"w": torch.tensor([float(epoch)])})
+    assert sorted(a.epochs()) == [2, 3]
+    again = TrainingState(tmp_path / "s", {"inputs": ["day-1", "night-1"]})
+    assert again.latest()["w"].item() == 3.0 and again.latest(max_epoch=2)["epoch"] == 2
+    b = TrainingState(tmp_path / "s", {"inputs": ["day-2", "night-1"]})
+    assert b.latest() is None and not a.dir.exists()  # the stale state of other inputs is removed
+    b.save(1, {})
+    b.clear()
+    assert not (tmp_path / "s").exists()

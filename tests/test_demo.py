@@ -1,4 +1,4 @@
-"""Procedural renderer (pipeline.datasets.render) and the nuScenes-format demo writer."""
+"""Procedural renderer (pipeline.datasets.render) and the nuScenes-format demo writer (nuscenes_demo)."""
 from __future__ import annotations
 
 import glob
@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.datasets import demo, render
+from pipeline.datasets import nuscenes_demo as demo
+from pipeline.datasets import render
 
 W, H, KEYFRAMES, SWEEPS = 320, 180, 2, 1
 
@@ -158,7 +159,7 @@ def test_scenes_splits_and_day_night(nusc):
 
     splits = create_splits_scenes()
     assert len(nusc.scene) == 6
-    specs = {s.name: s for s in demo.NUSCENES_DEMO_SCENES}
+    specs = {s.name: s for s in demo.DEMO_SCENES}
     for sc in nusc.scene:
         spec = specs[sc["name"]]
         assert sc["name"] in splits[spec.split]

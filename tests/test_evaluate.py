@@ -1,7 +1,7 @@
 """The evaluate, efficiency and eval-tables verbs on tiny shards and a tiny (untrained) student.
 
-The checkpoint is written the way `pipeline.train` writes `last.pt` (`save_checkpoint` of a dict with
-"model" = the state dict and "settings" = the settings record holding the "model" config section).
+The checkpoint is written the way `pipeline.train` writes `last.pt` (`pipeline.checkpoints.save` of a dict
+with "model" = the state dict and "settings" = the settings record holding the "model" config section).
 """
 import csv
 import json
@@ -17,11 +17,13 @@ from pipeline.cityscapes import NAMES
 from pipeline.evaluate import paper, tables
 from pipeline.evaluate.figures import colorize_depth
 from pipeline.evaluate.depth import METRIC_KEYS, aggregate, compute_depth_metrics
-from pipeline.evaluate.predict import depth_from_disp, load_student, seg_from_logits
+from pipeline import checkpoints
+from pipeline.evaluate.inference import load_student
+from pipeline.evaluate.predictions import prediction_writer, read_predictions
+from pipeline.evaluate.protocol import depth_from_disp, seg_from_logits
 from pipeline.evaluate.seg import SegMetrics
 from pipeline.model import build_model
 from pipeline.shards import write_group
-from pipeline.train import save_checkpoint
 
 H, W = 64, 128               # network input (frames) size (decoder reflection pads need >= 64)
 EH, EW = 128, 256            # nuScenes gt / label size: twice the frames, so predictions are resized
@@ -35,6 +37,10 @@ MODEL_CFG = {"width": W, "height": H, "num_classes": 19, "min_depth": 0.1, "max_
 BASELINE_ABS_REL = (3 / 2 + 1 / 4 + 1 / 6 + 3 / 8) / 4
 
 
+def save_checkpoint(path, state):
+    return checkpoints.save(dict(state), path)
+
+
 def _gt_depth(n, h, w, empty_row):
     depth = np.zeros((n, h, w), np.float32)
     for i in range(n):
@@ -44,11 +50,19 @@ def _gt_depth(n, h, w, empty_row):
     return depth
 
 
-def _frames(path, root):
+def _frames(path, root, ds):
     rng = np.random.default_rng(0)
     write_group(path, {"image": rng.integers(0, 256, (N, H, W, 3), dtype=np.uint8), "target": TARGET,
-                       "frame_id": np.array([f"frame-{i}" for i in range(N)])},
+                       "frame_id": np.array([f"{ds}-frame-{i}" for i in range(N)])},
                 {"config": {"root": root}})
+
+
+def _evaluate(ckpt, frames, gt, teacher, ds, cap, out, predictions, batch_size=2):
+    """`evaluate` argv on split test_day; `teacher` may be None."""
+    return ["evaluate", "--checkpoint", str(ckpt), "--frames", str(frames), "--gt", str(gt),
+            *(["--seg-teacher", str(teacher)] if teacher else []), "--dataset", ds, "--split", "test_day",
+            "--max-depth", str(cap), "--batch-size", str(batch_size), "--device", "cpu", "--out", str(out),
+            "--predictions", str(predictions)]
 
 
 def _teacher(path):
@@ -73,17 +87,14 @@ def run(tmp_path_factory):
     paths = {}
     for ds, (eh, ew), with_labels, cap in (("nuscenes", (EH, EW), True, 80.0), ("robotcar", (H, W), False, 40.0)):
         frames, gt, teacher = tmp / ds / "frames.zarr", tmp / ds / "gt.zarr", tmp / ds / "teacher.zarr"
-        _frames(frames, f"data/demo/{ds}")
+        _frames(frames, f"data/demo/{ds}", ds)
         arrays = {"depth": _gt_depth(N, eh, ew, empty_row=5 if ds == "nuscenes" else -1)}
         if with_labels:
             arrays["labels"] = labels
         write_group(gt, arrays)
         _teacher(teacher)
         out = tmp / "results/eval/full" / f"{ds}_test_day.json"
-        argv = ["evaluate", "--checkpoint", str(ckpt), "--frames", str(frames), "--gt", str(gt),
-                "--seg-teacher", str(teacher), "--dataset", ds, "--split", "test_day", "--max-depth", str(cap),
-                "--batch-size", "3", "--device", "cpu", "--out", str(out), "--predictions", str(out.with_suffix(".h5"))]
-        assert cli.main(argv) == 0
+        assert cli.main(_evaluate(ckpt, frames, gt, teacher, ds, cap, out, out.with_suffix(".h5"), batch_size=3)) == 0
         paths[ds] = {"json": out, "h5": out.with_suffix(".h5"), "gt": arrays, "cap": cap, "frames": frames}
     return {"tmp": tmp, "ckpt": ckpt, "labels": labels, **paths}
 
@@ -92,6 +103,21 @@ def _strict_json(path):
     def bad(name):
         raise ValueError(f"{path}: non-standard JSON constant {name}")
     return json.loads(path.read_text(), parse_constant=bad)
+
+
+def _tables_args(out):
+    """--md/--csv/--tex in the folder `out`."""
+    return ["--md", str(out / "tables.md"), "--csv", str(out / "tables.csv"), "--tex", str(out / "tables.tex")]
+
+
+def _eval_tables(run, dsets, figs, *extra):
+    """eval-tables argv over the `run` fixture's datasets `dsets` (variant `full`): metrics, predictions,
+    frames, and the figures these imply in the folder `figs`."""
+    names = [f"qualitative_full_{ds}_test_day.png" for ds in dsets] + ["abs_rel.png"]
+    return ["eval-tables", "--metrics", *(str(run[ds]["json"]) for ds in dsets),
+            "--predictions", *(str(run[ds]["h5"]) for ds in dsets),
+            "--frames", *(str(run[ds]["frames"]) for ds in dsets),
+            "--figures", *(str(figs / n) for n in names), *extra]
 
 
 def test_metrics_json_keys_and_provenance(run):
@@ -112,7 +138,7 @@ def test_depth_metrics_match_recomputation_from_h5(run):
     with h5py.File(r["h5"], "r") as f:
         depth, rows = f["depth"][:], f["row"][:]
         assert f["depth"].dtype == np.float16 and depth.shape == (4, EH, EW)
-        assert [s.decode() for s in f["frame_id"][:]] == [f"frame-{i}" for i in np.flatnonzero(TARGET)]
+        assert [s.decode() for s in f["frame_id"][:]] == [f"nuscenes-frame-{i}" for i in np.flatnonzero(TARGET)]
     assert rows.tolist() == np.flatnonzero(TARGET).tolist()
     gt = r["gt"]["depth"]
     per_image = [compute_depth_metrics(gt[row], d.astype(np.float32), 80.0) for row, d in zip(rows, depth) if row != 5]
@@ -149,10 +175,8 @@ def test_untrained_baseline_is_the_training_initialisation(run, tmp_path):
     trained = save_checkpoint(tmp_path / "last.pt", ckpt)
     nus = run["nuscenes"]
     out = tmp_path / "m.json"
-    assert cli.main(["evaluate", "--checkpoint", str(trained), "--frames", str(nus["frames"]), "--gt",
-                     str(nus["frames"].parent / "gt.zarr"), "--seg-teacher", str(nus["frames"].parent / "teacher.zarr"),
-                     "--dataset", "nuscenes", "--split", "test_day", "--max-depth", "80", "--device", "cpu",
-                     "--out", str(out), "--predictions", str(tmp_path / "p.h5")]) == 0
+    assert cli.main(_evaluate(trained, nus["frames"], nus["frames"].parent / "gt.zarr",
+                              nus["frames"].parent / "teacher.zarr", "nuscenes", 80, out, tmp_path / "p.h5")) == 0
     m, m0 = json.loads(out.read_text()), json.loads(nus["json"].read_text())
     assert m["baseline_untrained"]["depth"]["abs_rel"] == pytest.approx(m0["depth"]["abs_rel"], rel=1e-6)
     assert m["depth"]["abs_rel"] != pytest.approx(m0["depth"]["abs_rel"], rel=1e-4)
@@ -244,10 +268,8 @@ def test_efficiency_verb(efficiency):
 
 
 def test_eval_tables_paper_and_measured_rows(run, efficiency, tmp_path):
-    eff = efficiency
     out, figs = tmp_path / "tables", tmp_path / "figures"
-    argv = ["eval-tables", "--metrics", str(run["nuscenes"]["json"]), str(run["robotcar"]["json"]),
-            "--efficiency", str(eff), "--out-dir", str(out), "--figures-dir", str(figs)]
+    argv = _eval_tables(run, ("nuscenes", "robotcar"), figs, "--efficiency", str(efficiency), *_tables_args(out))
     assert cli.main(argv) == 0
     md = (out / "tables.md").read_text()
     assert "| Ours (paper) | M | 0.151 | 6.712 | 0.816 | 0.211 | 8.899 | 0.661 |" in md  # Table 2
@@ -267,12 +289,46 @@ def test_eval_tables_paper_and_measured_rows(run, efficiency, tmp_path):
     assert cells["table2", "measured", "Ours (measured, this run) | M", "night Abs Rel"] == ""
     assert "d<1.25" in (out / "tables.tex").read_text() and "\\toprule" in (out / "tables.tex").read_text()
     assert "Monodepth2 (depth), thop (measured, this run)" in md
-    for name in ("qualitative_nuscenes_test_day.png", "qualitative_robotcar_test_day.png", "abs_rel.png"):
+    for name in ("qualitative_full_nuscenes_test_day.png", "qualitative_full_robotcar_test_day.png", "abs_rel.png"):
         assert (figs / name).stat().st_size > 1000, name
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(  # nothing else written, no temporaries left
+        ["tables", "figures", "tables.md", "tables.csv", "tables.tex", "qualitative_full_nuscenes_test_day.png",
+         "qualitative_full_robotcar_test_day.png", "abs_rel.png"])
+
+
+def test_eval_tables_figures_must_be_the_implied_set(run, tmp_path, capsys):
+    """The figure outputs are checked against the metrics files before anything is written."""
+    argv = _eval_tables(run, ("nuscenes", "robotcar"), tmp_path)  # ends with the --figures list
+    dropped = [a for a in argv if not a.endswith("qualitative_full_robotcar_test_day.png")]
+    assert cli.main(dropped + _tables_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "missing ['qualitative_full_robotcar_test_day.png']" in err and "unexpected []" in err
+    more = [str(tmp_path / "other" / "abs_rel.png"), str(tmp_path / "extra.png")]
+    assert cli.main(argv + more + _tables_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "unexpected ['extra.png']" in err and "repeated ['abs_rel.png']" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_eval_tables_needs_predictions_and_frames_of_each_metrics_file(run, tmp_path, capsys):
+    argv = _eval_tables(run, ("nuscenes", "robotcar"), tmp_path, *_tables_args(tmp_path))
+    i = argv.index("--frames")
+    assert cli.main(argv[:i + 2] + argv[i + 3:]) == 2  # one frames shard for two metrics files
+    assert "--frames gives 1 files for 2 --metrics files" in capsys.readouterr().err
+    i = argv.index("--predictions")
+    swapped = argv[:i + 1] + [argv[i + 2], argv[i + 1]] + argv[i + 3:]  # predictions in the wrong order
+    assert cli.main(swapped) == 2
+    err = capsys.readouterr().err
+    assert "robotcar_test_day.h5" in err and "holds dataset 'robotcar'" in err
+    i = argv.index("--frames")
+    swapped = argv[:i + 1] + [argv[i + 2], argv[i + 1]] + argv[i + 3:]  # frames of another split
+    assert cli.main(swapped) == 2
+    err = capsys.readouterr().err
+    assert str(run["robotcar"]["frames"]) in err and "frame ids differ" in err
 
 
 def test_eval_tables_without_measurements_keeps_paper_rows(tmp_path):
-    assert cli.main(["eval-tables", "--out-dir", str(tmp_path), "--figures-dir", str(tmp_path / "f")]) == 0
+    assert cli.main(["eval-tables", *_tables_args(tmp_path)]) == 0
     md = (tmp_path / "tables.md").read_text()
     assert "| night | Ours (paper) | 0.195 | 1.714 | 5.936 | 0.240 | 0.734 | 0.917 | 0.970 |" in md
     assert md.count("not measured in this run") == 7  # every table
@@ -287,8 +343,9 @@ def test_metrics_file_with_missing_key_names_the_file(run, tmp_path, capsys):
     bad.write_text(json.dumps(record))
     with pytest.raises(KeyError, match="nuscenes_test_night.json.*depth.rmse"):
         tables.load_metrics(bad)
-    assert cli.main(["eval-tables", "--metrics", str(bad), "--out-dir", str(tmp_path / "t"),
-                     "--figures-dir", str(tmp_path / "f")]) == 2
+    r = run["nuscenes"]
+    assert cli.main(["eval-tables", "--metrics", str(bad), "--predictions", str(r["h5"]), "--frames",
+                     str(r["frames"]), *_tables_args(tmp_path / "t")]) == 2
     assert str(bad) in capsys.readouterr().err
 
 
@@ -296,10 +353,8 @@ def test_evaluate_rejects_misaligned_gt(run, tmp_path, capsys):
     gt = tmp_path / "gt_short.zarr"
     write_group(gt, {"depth": np.zeros((N - 1, H, W), np.float32)})
     r = run["robotcar"]
-    argv = ["evaluate", "--checkpoint", str(run["ckpt"]), "--frames", str(r["frames"]), "--gt", str(gt),
-            "--dataset", "robotcar", "--split", "test_day", "--max-depth", "40", "--device", "cpu",
-            "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.h5")]
-    assert cli.main(argv) == 2
+    assert cli.main(_evaluate(run["ckpt"], r["frames"], gt, None, "robotcar", 40, tmp_path / "m.json",
+                              tmp_path / "p.h5")) == 2
     err = capsys.readouterr().err
     assert "gt_short.zarr" in err and "5 rows" in err
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.h5").exists()
@@ -310,6 +365,35 @@ def test_colorize_depth_near_is_bright():
     assert img.shape == (2, 2, 3) and img.dtype == np.uint8
     brightness = img.astype(int).sum(-1)
     assert brightness[0, 0] > brightness[0, 1] > brightness[1, 0] > brightness[1, 1]
+
+
+def test_colorize_depth_invalid_is_black_and_sparse_points_are_dilated():
+    dense = np.full((5, 5), 4.0, np.float32)
+    dense[0, 0], dense[0, 1], dense[4, 4] = 0.0, np.nan, 1.0
+    img = colorize_depth(dense)
+    assert not img[0, 0].any() and not img[0, 1].any() and img[2, 2].any()
+    sparse = np.zeros((7, 7), np.float32)
+    sparse[3, 3] = 5.0  # one LiDAR point: a 3x3 blob, the rest black
+    lit = colorize_depth(sparse).any(-1)
+    assert lit[2:5, 2:5].all() and lit.sum() == 9
+
+
+def test_prediction_writer_is_atomic(tmp_path):
+    path = tmp_path / "p.h5"
+    depth, seg = np.ones((2, 3), np.float32), np.zeros((4, 5), np.uint8)
+    with pytest.raises(ValueError, match="1 predictions written, 2 announced"):
+        with prediction_writer(path, 2, (2, 3), (4, 5)) as w:
+            w.add(0, "a", depth, seg)
+    with pytest.raises(RuntimeError, match="boom"):
+        with prediction_writer(path, 1, (2, 3), (4, 5)) as w:
+            w.add(0, "a", depth, seg)
+            raise RuntimeError("boom")
+    assert not list(tmp_path.iterdir())  # neither the file nor a temporary
+    with prediction_writer(path, 1, (2, 3), (4, 5), {"dataset": "nuscenes"}) as w:
+        w.add(7, "a", depth, seg)
+    pred = read_predictions(path)
+    assert pred["row"].tolist() == [7] and pred["frame_id"].tolist() == ["a"] and pred["depth"].dtype == np.float16
+    assert pred["attrs"] == {"dataset": "nuscenes"} and [p.name for p in tmp_path.iterdir()] == ["p.h5"]
 
 
 def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
@@ -339,7 +423,7 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
     assert record["depth"]["abs_rel"] == pytest.approx(aggregate(per)["abs_rel"], rel=1e-5)
     assert record["baseline_constant"]["abs_rel"] == pytest.approx(BASELINE_ABS_REL)
     md_dir = tmp_path / "tables"
-    assert cli.main(["eval-tables", "--metrics", str(nus["json"]), "--teacher-metrics", str(out), "--out-dir",
-                     str(md_dir), "--figures-dir", str(tmp_path / "figs")]) == 0
+    assert cli.main(_eval_tables(run, ("nuscenes",), tmp_path / "figs", "--teacher-metrics", str(out),
+                                 *_tables_args(md_dir))) == 0
     md = (md_dir / "tables.md").read_text()
     assert f"| {tables.TEACHER_ROW} (measured, this run) | M (day) | {record['depth']['abs_rel']:.3f} |" in md

@@ -90,7 +90,7 @@ def _reference(checkpoint, images):
 def test_seg_pseudolabels_cli_matches_dense_probabilities(checkpoint, frames, tmp_path):
     out = tmp_path / "seg_teacher" / "test_day.zarr"
     assert main(["seg-pseudolabels", "--frames", str(frames), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--topk", "3", "--batch-size", "2", "--device", "cpu"]) == 0
+                 "--topk", "3", "--tau", "0.1", "--batch-size", "2", "--device", "cpu"]) == 0
     group = open_shard(out)
     assert verify(out) == {}
     top_class, top_prob = group["topk_class"][:], group["topk_prob"][:]
@@ -176,26 +176,14 @@ def test_contiguous_batches_never_span_gaps():
     assert m2f.contiguous_batches([], 3) == []
 
 
-def test_shard_buffer_writes_whole_shards_across_boundaries(tmp_path):
-    from pipeline.shards import ShardWriter
-
-    with ShardWriter(tmp_path / "b.zarr", 7, {"rule": "t"}) as writer:
-        buf = m2f._ShardBuffer(writer, "x", (2,), np.uint8, rows_per_shard=3)
-        for start, stop in [(0, 2), (2, 5), (6, 7)]:
-            buf.put(start, np.repeat(np.arange(start, stop, dtype=np.uint8)[:, None] + 1, 2, axis=1))
-        with pytest.raises(ValueError, match="increasing"):
-            buf.put(0, np.zeros((1, 2), np.uint8))
-        buf.flush()
-    np.testing.assert_array_equal(open_shard(tmp_path / "b.zarr")["x"][:, 0], [1, 2, 3, 4, 5, 0, 7])
-
-
 def test_checkpoint_with_10_labels_fails_naming_the_folder(tmp_path, capsys, frames):
     labels = {i: f"class{i}" for i in range(10)}
     folder = _save_random_model(tmp_path / "ade-10", {"id2label": labels, "label2id": {v: k for k, v in labels.items()}})
     with pytest.raises(ValueError, match=r"ade-10.*19 labels, found 10.*class9"):
         m2f.load_teacher(folder, "cpu")
     assert main(["seg-pseudolabels", "--frames", str(frames), "--checkpoint", str(folder),
-                 "--out", str(tmp_path / "x.zarr"), "--device", "cpu"]) == 2
+                 "--out", str(tmp_path / "x.zarr"), "--topk", "3", "--tau", "0.1", "--batch-size", "2",
+                 "--device", "cpu"]) == 2
     assert "ade-10" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
 
@@ -242,7 +230,7 @@ def test_fit_demo_teacher_cli_reduces_loss_and_reloads(tmp_path):
                                                       "labels": labels}, {"rule": "t"})
     out = tmp_path / "seg_teacher_demo"
     assert main(["fit-demo-seg-teacher", "--frames", str(frames), "--gt", str(gt), "--out-dir", str(out),
-                 "--minutes", "1", "--max-steps", "25", "--device", "cpu", "--seed", "0"]) == 0
+                 "--max-steps", "25", "--batch-size", "4", "--device", "cpu", "--seed", "0"]) == 0
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
     log = json.loads((out / "fit_log.json").read_text())
     assert log["steps"] == 25
@@ -256,13 +244,16 @@ def test_fit_demo_teacher_cli_reduces_loss_and_reloads(tmp_path):
 def test_fit_demo_teacher_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="labels"):
         m2f.fit_demo_teacher(np.zeros((2, H, W, 3), np.uint8), np.zeros((2, H, W // 2), np.uint8), tmp_path / "x",
-                             minutes=0.01)
+                             max_steps=1)
     with pytest.raises(ValueError, match="ignore"):
         m2f.fit_demo_teacher(np.zeros((2, H, W, 3), np.uint8), np.full((2, H, W), 255, np.uint8), tmp_path / "x",
-                             minutes=0.01)
+                             max_steps=1)
     with pytest.raises(KeyError, match="labels"):
         frames = write_group(tmp_path / "f.zarr", {"image": np.zeros((1, H, W, 3), np.uint8), "target": [True]})
         gt = write_group(tmp_path / "g.zarr", {"depth": np.zeros((1, H, W), np.float32)})
-        from pipeline.cli import cmd_fit_demo_seg_teacher, build_parser
-        cmd_fit_demo_seg_teacher(build_parser().parse_args(
-            ["fit-demo-seg-teacher", "--frames", str(frames), "--gt", str(gt), "--out-dir", str(tmp_path / "o")]))
+        from pipeline.cli import build_parser
+        from pipeline.verbs import fit_demo_seg_teacher
+
+        fit_demo_seg_teacher.run(build_parser().parse_args(
+            ["fit-demo-seg-teacher", "--frames", str(frames), "--gt", str(gt), "--out-dir", str(tmp_path / "o"),
+             "--max-steps", "1", "--batch-size", "1", "--device", "cpu", "--seed", "0"]))

@@ -7,9 +7,11 @@ import torch
 import torchvision
 
 from pipeline import cli
+from pipeline.checkpoints import TrainingState
+from pipeline.datasets.images import CropResize
 from pipeline.shards import file_sha256, open_shard, write_group
-from pipeline.teachers.monodepth2 import (flip_K, load_batch, load_weights, predict_depth, save_weights, scale_K,
-                                          train_depth_teacher, trainable_rows)
+from pipeline.teachers.monodepth2 import (flip_K, load_batch, load_weights, predict_depth, save_weights,
+                                          train_depth_teacher)
 
 NUM_CH_ENC = (64, 64, 128, 256, 512)
 NUM_CH_DEC = (16, 32, 64, 128, 256)
@@ -149,15 +151,18 @@ def _frames_arrays(n=6, h=64, w=64, seed=0, target=None):
 
 
 def test_trainable_rows_need_target_and_both_neighbours():
+    from pipeline.triplets import usable_targets
+
     arrays = _frames_arrays(target=[True, True, False, True, True, True])
-    assert trainable_rows(arrays).tolist() == [1, 3, 4]
+    assert usable_targets(arrays).tolist() == [1, 3, 4]
 
 
 def test_intrinsics_helpers():
     K = torch.tensor([[[100.0, 0, 30], [0, 50, 20], [0, 0, 1]]])
     assert flip_K(K, 64)[0, 0, 2] == 33.0 and flip_K(K, 64)[0, 1, 2] == 20.0
-    assert torch.equal(scale_K(K, (40, 60), (20, 120))[0],
-                       torch.tensor([[200.0, 0, 60], [0, 25, 10], [0, 0, 1]]))
+    # the one crop/resize mapping (pixel centres): u' = (u + 0.5) * s - 0.5
+    resized = CropResize.resize((60, 40), (120, 20)).intrinsics(K)[0]
+    assert torch.allclose(resized, torch.tensor([[200.0, 0, 60.5], [0, 25, 9.75], [0, 0, 1]]))
 
 
 def test_load_batch_gathers_neighbours_and_augments_inputs_only():
@@ -177,22 +182,22 @@ def test_tiny_training_writes_official_folder_and_resumes(tmp_path):
     frames = write_group(tmp_path / "frames.zarr", _frames_arrays())
     g = open_shard(frames)
     kw = dict(height=64, width=64, batch_size=4, lr=1e-4, scheduler_step=1, device="cpu", seed=0, progress=False)
-    ckpt = tmp_path / "state.pt"
-    train_depth_teacher(g, epochs=1, out_dir=tmp_path / "w1", checkpoint_path=ckpt, **kw)  # 4 rows: 1 step
+    state = TrainingState(tmp_path / "state", {"lr": 1e-4}, keep=0)
+    train_depth_teacher(g, epochs=1, out_dir=tmp_path / "w1", state=state, **kw)  # 4 rows: 1 step
     assert sorted(p.name for p in (tmp_path / "w1").iterdir()) == ["depth.pth", "encoder.pth", "pose.pth",
                                                                     "pose_encoder.pth"]
-    state = torch.load(ckpt, weights_only=True)
-    assert state["epoch"] == 1 and state["scheduler"]["last_epoch"] == 1
-    model = train_depth_teacher(g, epochs=2, out_dir=tmp_path / "w2", checkpoint_path=ckpt, **kw)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    saved = state.latest()
+    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == 1
+    model = train_depth_teacher(g, epochs=2, out_dir=tmp_path / "w2", state=state, **kw)
+    assert state.latest()["epoch"] == 2 and sorted(state.epochs()) == [1, 2]
     loaded = load_weights(tmp_path / "w2")
     assert (loaded.height, loaded.width) == (64, 64)
     assert torch.equal(loaded.depth_decoder.state_dict()["decoder.0.conv.conv.weight"],
                        model.depth_decoder.state_dict()["decoder.0.conv.conv.weight"])
     first = load_weights(tmp_path / "w1").depth_decoder.state_dict()["decoder.0.conv.conv.weight"]
     assert not torch.equal(first, loaded.depth_decoder.state_dict()["decoder.0.conv.conv.weight"])
-    with pytest.raises(ValueError, match="settings"):
-        train_depth_teacher(g, epochs=3, out_dir=tmp_path / "w3", checkpoint_path=ckpt, **{**kw, "lr": 1e-3})
+    other = TrainingState(tmp_path / "state", {"lr": 1e-3})  # other settings: the old states are stale
+    assert other.latest() is None and not state.dir.exists()
 
 
 def test_training_rejects_bad_inputs(tmp_path):
@@ -218,13 +223,16 @@ def test_predict_depth_shape_and_range(tmp_path):
 def test_cli_train_and_pseudolabels(tmp_path):
     frames = write_group(tmp_path / "frames.zarr", _frames_arrays(target=[True, True, False, True, True, True]))
     out = tmp_path / "depth_teacher" / "weights"
+    state_dir = tmp_path / "state" / "train_depth_teacher"
     rc = cli.main(["train-depth-teacher", "--frames", str(frames), "--out-dir", str(out), "--epochs", "1",
-                   "--batch-size", "3", "--device", "cpu", "--no-color-aug"])
+                   "--batch-size", "3", "--device", "cpu", "--color-aug", "false", "--state-dir", str(state_dir),
+                   "--lr", "1e-4", "--scheduler-step", "15", "--min-depth", "0.1", "--max-depth", "100",
+                   "--seed", "0"])
     assert rc == 0 and (out / "pose.pth").is_file()
-    assert not list((tmp_path / "depth_teacher").glob("weights.train_state*.pt"))
+    assert not state_dir.exists()  # removed when training finished
     shard = tmp_path / "depth_teacher" / "train_day.zarr"
     rc = cli.main(["depth-pseudolabels", "--frames", str(frames), "--weights", str(out), "--out", str(shard),
-                   "--device", "cpu", "--max-depth", "80"])
+                   "--device", "cpu", "--max-depth", "80", "--min-depth", "0.1", "--batch-size", "4"])
     assert rc == 0
     g = open_shard(shard)
     depth = g["depth"][:]
@@ -235,4 +243,5 @@ def test_cli_train_and_pseudolabels(tmp_path):
     assert g.attrs["inputs"]["encoder.pth"] == file_sha256(out / "encoder.pth")
     assert g.attrs["rule"] == "depth_pseudolabels"
     assert cli.main(["depth-pseudolabels", "--frames", str(frames), "--weights", str(tmp_path / "nope"),
-                     "--out", str(tmp_path / "x.zarr"), "--device", "cpu"]) == 2
+                     "--out", str(tmp_path / "x.zarr"), "--device", "cpu", "--max-depth", "80", "--min-depth",
+                     "0.1", "--batch-size", "4"]) == 2

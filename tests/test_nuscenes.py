@@ -1,36 +1,66 @@
 """nuScenes through the devkit: splits, frame tables, extraction, GT depth against the devkit, bad input."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from pipeline import shards
 from pipeline.cli import main
-from pipeline.datasets import demo
+from pipeline.datasets import ground_truth
 from pipeline.datasets import nuscenes as ns
+from pipeline.datasets import nuscenes_demo
+from pipeline.datasets.adapter import open_dataset
 from pipeline.datasets.frames import read_split_file
 from pipeline.geometry import rasterize_depth
 
 W, H = 320, 180
+VERSION = "v1.0-mini"
+SPLIT_OPTIONS = json.dumps({"version": VERSION, "day_clear_only": True})
+FRAME_OPTIONS = json.dumps({"version": VERSION, "neighbours": "sweeps"})
+GT_OPTIONS = json.dumps({"version": VERSION})
+
+
+def _splits(root, out, split_files="{}", options=SPLIT_OPTIONS):
+    return main(["splits", "--dataset", "nuscenes", "--root", str(root), "--options", options,
+                 "--split-files", split_files, "--out-dir", str(out)])
+
+
+def _extract(root, split_file, out, width=W, height=H, crop=(0, 0, 0, 0), rows_per_shard=64):
+    return main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--options", FRAME_OPTIONS,
+                 "--split-file", str(split_file), "--out", str(out), "--crop", *map(str, crop),
+                 "--width", str(width), "--height", str(height), "--threads", "1",
+                 "--rows-per-shard", str(rows_per_shard)])
+
+
+def _gt(root, frames, out):
+    return main(["gt-depth", "--dataset", "nuscenes", "--root", str(root), "--options", GT_OPTIONS,
+                 "--frames", str(frames), "--out", str(out), "--eval-width", str(W), "--eval-height", str(H)])
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("nus") / "nuscenes"
-    demo.write_nuscenes_demo(root, seed=3, keyframes_per_scene=3, sweeps_between=1, width=W, height=H, progress=False)
+    nuscenes_demo.write_nuscenes_demo(root, seed=3, keyframes_per_scene=3, sweeps_between=1, width=W, height=H,
+                                      progress=False)
     return root
 
 
 @pytest.fixture(scope="module")
-def nusc(root):
-    return ns.open_nuscenes(root, "v1.0-mini")
+def dataset(root):
+    return open_dataset("nuscenes", root, {"version": VERSION, "neighbours": "sweeps"})
+
+
+@pytest.fixture(scope="module")
+def nusc(dataset):
+    return dataset.nusc
 
 
 @pytest.fixture(scope="module")
 def split_dir(root, tmp_path_factory):
     out = tmp_path_factory.mktemp("splits")
-    assert main(["splits", "--dataset", "nuscenes", "--root", str(root), "--version", "v1.0-mini",
-                 "--out-dir", str(out)]) == 0
+    assert _splits(root, out) == 0
     return out
 
 
@@ -53,9 +83,9 @@ def test_scene_condition_substrings():
     assert ns.scene_condition("Parked cars, peds") == "day-clear"
 
 
-def test_frame_table_neighbours(nusc, split_dir):
+def test_frame_table_neighbours(root, dataset, nusc, split_dir):
     ids = read_split_file(split_dir / "train_day.txt")
-    table = ns.frame_table(nusc, ids, neighbours="sweeps")
+    table = dataset.frame_table(ids)
     assert table.target.sum() == len(ids)
     # 2 day scenes x 3 key frames; sweeps: one before, one between each pair, one after = 4 per scene
     assert len(table) == len(ids) + 2 * 4
@@ -63,20 +93,17 @@ def test_frame_table_neighbours(nusc, split_dir):
         sd = nusc.get("sample_data", table.frame_id[i])
         assert table.frame_id[table.prev[i]] == sd["prev"] and table.frame_id[table.next[i]] == sd["next"]
         assert table.timestamp[table.prev[i]] < table.timestamp[i] < table.timestamp[table.next[i]]
-    kf = ns.frame_table(nusc, ids, neighbours="keyframes")
+    kf = open_dataset("nuscenes", root, {"version": VERSION, "neighbours": "keyframes"}).frame_table(ids)
     assert len(kf) == len(ids) and all(kf.target)  # neighbours of a key frame are key frames of the split
 
 
 def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tmp_path):
     frames = tmp_path / "frames.zarr"
-    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--split-file",
-                 str(split_dir / "test_day.txt"), "--out", str(frames), "--width", str(W), "--height", str(H),
-                 "--rows-per-shard", "4"]) == 0
+    assert _extract(root, split_dir / "test_day.txt", frames, rows_per_shard=4) == 0
     g = shards.open_shard(frames)
     assert g["image"].shape[1:] == (H, W, 3) and g["image"].shards[0] == 4
     gt = tmp_path / "gt.zarr"
-    assert main(["gt-depth", "--dataset", "nuscenes", "--root", str(root), "--frames", str(frames), "--out", str(gt),
-                 "--eval-width", str(W), "--eval-height", str(H)]) == 0
+    assert _gt(root, frames, gt) == 0
     d = shards.open_shard(gt)
     rows = np.flatnonzero(g["target"][:])
     assert len(rows) == 3
@@ -93,10 +120,13 @@ def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tm
     assert set(np.unique(d["labels"][rows[0]])) <= set(range(19)) | {255}
 
 
-def test_crop_and_resize_map_points_consistently(root, nusc, split_dir):
+def test_crop_and_resize_map_points_consistently(dataset, nusc, split_dir):
     token = read_split_file(split_dir / "test_night.txt")[0]
-    full = ns.lidar_depth(nusc, token, (0, 0, 0, 0), (W, H))
-    half = ns.lidar_depth(nusc, token, (0, 20, 0, 0), (W // 2, (H - 20) // 2))
+    source = nusc.get("sample_data", token)["filename"]
+    full, full_labels = dataset.ground_truth(token, source, crop=(0, 0, 0, 0), size=(W, H))
+    half, half_labels = dataset.ground_truth(token, source, crop=(0, 20, 0, 0), size=(W // 2, (H - 20) // 2))
+    # label maps go through the same mapping: nearest neighbour of the cropped full-size map
+    np.testing.assert_array_equal(half_labels, full_labels[20::2, ::2])
     # every point of the cropped half-size map lands in the matching 2x2 block of the full map; where that
     # block holds exactly one point the depths agree (rounding of the two rasters may split other blocks)
     assert (half > 0).sum() > 100
@@ -114,15 +144,14 @@ def test_user_split_file_overrides(root, tmp_path, split_dir):
     user = tmp_path / "mine.txt"
     user.write_text("# my test frames\n" + "\n".join(ids) + "\n")
     out = tmp_path / "splits"
-    assert main(["splits", "--dataset", "nuscenes", "--root", str(root), "--out-dir", str(out),
-                 "--split-files", f'{{"test_day": "{user}"}}']) == 0
+    assert _splits(root, out, split_files=json.dumps({"test_day": str(user)})) == 0
     assert read_split_file(out / "test_day.txt") == ids
     assert len(read_split_file(out / "train_day.txt")) == 6
 
 
 def test_missing_root_names_the_path(tmp_path, capsys):
     missing = tmp_path / "no_such_nuscenes"
-    assert main(["splits", "--dataset", "nuscenes", "--root", str(missing), "--out-dir", str(tmp_path / "s")]) == 2
+    assert _splits(missing, tmp_path / "s") == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "datasets.nuscenes.root" in err
     assert not (tmp_path / "s").exists()
@@ -131,8 +160,7 @@ def test_missing_root_names_the_path(tmp_path, capsys):
 def test_unknown_frame_id_is_named(root, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("not-a-token\n")
-    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--split-file", str(bad),
-                 "--out", str(tmp_path / "f.zarr"), "--width", "64", "--height", "32"]) == 2
+    assert _extract(root, bad, tmp_path / "f.zarr", width=64, height=32) == 2
     assert "not-a-token" in capsys.readouterr().err
 
 
@@ -142,13 +170,73 @@ def test_truncated_image_names_the_file_and_writes_nothing(root, split_dir, tmp_
     copy = tmp_path / "nus"
     shutil.copytree(root, copy)
     token = read_split_file(split_dir / "test_day.txt")[1]
-    nusc = ns.open_nuscenes(copy, "v1.0-mini")
-    victim = copy / nusc.get("sample_data", token)["filename"]
+    victim = copy / open_dataset("nuscenes", copy, {"version": VERSION}).nusc.get("sample_data", token)["filename"]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     out = tmp_path / "frames.zarr"
-    assert main(["extract-frames", "--dataset", "nuscenes", "--root", str(copy), "--split-file",
-                 str(split_dir / "test_day.txt"), "--out", str(out), "--width", "64", "--height", "32"]) == 2
+    assert _extract(copy, split_dir / "test_day.txt", out, width=64, height=32) == 2
     err = capsys.readouterr().err
     assert "truncated JPEG" in err and victim.name in err
     assert not out.exists() and not list(tmp_path.glob(".frames.zarr.tmp-*"))
+
+
+def test_options_name_their_config_keys(root, tmp_path, capsys):
+    assert _splits(root, tmp_path / "s", options=json.dumps({"version": VERSION})) == 2
+    assert "datasets.nuscenes.day_clear_only" in capsys.readouterr().err
+    assert _splits(root, tmp_path / "s", options=json.dumps({"day_clear_only": True})) == 2
+    assert "datasets.nuscenes.version" in capsys.readouterr().err
+    assert _splits(root, tmp_path / "s", options=json.dumps({"version": VERSION, "day_clear_only": True,
+                                                              "neighbors": "sweeps"})) == 2
+    err = capsys.readouterr().err
+    assert "neighbors" in err and "datasets.nuscenes.neighbours" in err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="unknown dataset 'kitti'"):
+        open_dataset("kitti", root, {})
+
+
+def test_gt_written_shard_by_shard_equals_the_adapter(root, dataset, split_dir, tmp_path):
+    frames = tmp_path / "frames.zarr"
+    assert _extract(root, split_dir / "train_night.txt", frames, crop=(0, 20, 0, 0), width=W // 2,
+                    height=(H - 20) // 2) == 0
+    g = shards.open_shard(frames)
+    out = tmp_path / "gt.zarr"
+    stats = ground_truth.write(dataset, g, out, crop=(0, 20, 0, 0), size=(W // 4, (H - 20) // 4), attrs={},
+                               rows_per_shard=3, progress=False)
+    d = shards.open_shard(out)
+    assert d["depth"].shards[0] == 3 and d["labels"].shards[0] == 3 and len(g["target"]) > 3 * 3
+    assert shards.verify(out) == {}
+    target = g["target"][:]
+    assert stats["labels"] and stats["targets"] == target.sum() == 6
+    for i in range(len(target)):
+        if target[i]:
+            depth, labels = dataset.ground_truth(str(g["frame_id"][i]), str(g["source"][i]), crop=(0, 20, 0, 0),
+                                                 size=(W // 4, (H - 20) // 4))
+            np.testing.assert_array_equal(d["depth"][i], depth)
+            np.testing.assert_array_equal(d["labels"][i], labels)
+        else:
+            assert not d["depth"][i].any() and (d["labels"][i] == ground_truth.IGNORE).all()
+    assert stats["depth_pixels"] == np.count_nonzero(d["depth"][:])
+    # K at the eval size: the frames' K resized by another factor 1/2 (pixel-centre convention)
+    K = g["K"][:].astype(np.float64)
+    np.testing.assert_allclose(d["K"][:, 0, 0], K[:, 0, 0] / 2, rtol=1e-6)
+    np.testing.assert_allclose(d["K"][:, 1, 2], (K[:, 1, 2] + 0.5) / 2 - 0.5, rtol=1e-6)
+
+
+def test_label_maps_are_all_or_none(root, split_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "nus"
+    shutil.copytree(root, copy)
+    frames = tmp_path / "frames.zarr"
+    assert _extract(copy, split_dir / "test_day.txt", frames, width=64, height=32) == 0
+    g = shards.open_shard(frames)
+    last = np.flatnonzero(g["target"][:])[-1]
+    ns.label_path(copy, str(g["source"][last])).unlink()
+    out = tmp_path / "gt.zarr"
+    assert _gt(copy, frames, out) == 2
+    err = capsys.readouterr().err
+    assert "label maps" in err and str(g["frame_id"][last]) in err
+    assert not out.exists() and not list(tmp_path.glob(".gt.zarr.tmp-*"))
+    shutil.rmtree(copy / "labels")                      # none at all: a group without labels
+    assert _gt(copy, frames, out) == 0
+    assert "labels" not in shards.open_shard(out) and "depth" in shards.open_shard(out)

@@ -1,20 +1,26 @@
-"""The RobotCar-format demo writer (pipeline.datasets.demo.write_robotcar_demo) against our reader."""
+"""The RobotCar-format demo writer (pipeline.datasets.robotcar_demo) against our reader and the RobotCar adapter."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import demo, render
+from pipeline import shards
+from pipeline.cli import main
+from pipeline.datasets import render
 from pipeline.datasets import robotcar as rc
-from pipeline.datasets import robotcar_splits as rs
+from pipeline.datasets import robotcar_demo as demo
+from pipeline.datasets import robotcar_dataset as rs
+from pipeline.datasets.adapter import open_dataset
 
 W, H, FRAMES, SEED = 320, 240, 12, 3
 WINDOW_US = 4_000_000
-DAY, NIGHT = (run for run, _ in demo.ROBOTCAR_DEMO_RUNS)
+DAY, NIGHT = (run for run, _ in demo.DEMO_RUNS)
 RUNS = {"day": [DAY], "night": [NIGHT]}
+SPLIT_OPTIONS = {"runs": RUNS, "test_every": 5, "test_fraction": 0.3, "lidar_window_us": WINDOW_US}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,8 @@ def written(tmp_path_factory):
 @pytest.fixture(scope="module")
 def splits(written):
     root, _ = written
-    return rs.derive_splits(root, RUNS, window_us=WINDOW_US)
+    splits, _ = open_dataset("robotcar", root, SPLIT_OPTIONS).derive_splits()
+    return splits
 
 
 def _run_info(summary, run):
@@ -73,9 +80,9 @@ def test_models_and_extrinsics(written):
 
 
 def test_inverse_distortion_inverts_the_lut():
-    intrinsics = demo._rc_intrinsics(W, H)
-    lut = demo._rc_distortion_lut(intrinsics, W, H, demo.ROBOTCAR_K1)
-    u, v = demo._rc_undistort_points(lut[0], lut[1], intrinsics, demo.ROBOTCAR_K1)
+    intrinsics = demo._intrinsics(W, H)
+    lut = demo._distortion_lut(intrinsics, W, H, demo.K1)
+    u, v = demo._undistort_points(lut[0], lut[1], intrinsics, demo.K1)
     grid_v, grid_u = np.mgrid[0:H, 0:W]
     np.testing.assert_allclose(u, grid_u, atol=1e-9)
     np.testing.assert_allclose(v, grid_v, atol=1e-9)
@@ -145,7 +152,12 @@ def test_gt_depth_agrees_with_exact_depth(written, splits, light):
     root, summary = written
     fid = splits[f"test_{light}"][0]
     run, ts = rs.parse_frame_id(fid)
-    gt = rs.lidar_depth(root, fid, crop=(0, 0, 0, 0), size=(W, H), window_us=WINDOW_US)
+    gt, labels = open_dataset("robotcar", root, {"lidar_window_us": WINDOW_US}).ground_truth(
+        fid, rs.source_of(run, ts), crop=(0, 0, 0, 0), size=(W, H))
+    # the adapter (run tables read once) gives the reader's own one-shot result
+    np.testing.assert_array_equal(gt, rc.gt_depth(root / run, root / "models", root / "extrinsics", ts, width=W,
+                                                   height=H, window_us=WINDOW_US))
+    np.testing.assert_array_equal(labels, np.array(Image.open(root / run / "labels" / f"{ts}.png")))
     _, depth, _ = _rerender(root, summary, run, ts)
     hit = gt > 0
     exact = depth[hit].astype(np.float64)
@@ -164,12 +176,58 @@ def test_derive_splits_and_frame_table(written, splits):
         train, test = splits[f"train_{light}"], splits[f"test_{light}"]
         assert train and test and not set(train) & set(test)
         assert all(f.startswith(run + "/") for f in train + test)
-    table, load = rs.frame_table(root, splits["train_day"])
+    dataset = open_dataset("robotcar", root, {})
+    table = dataset.frame_table(splits["train_day"])
     targets = np.nonzero(table.target)[0]
     assert len(targets) == len(splits["train_day"])
     assert np.all(table.prev[targets] >= 0) and np.all(table.next[targets] >= 0)
-    img = load(table.source[targets[0]])
+    img = dataset.load_rgb(table.source[targets[0]])
     assert img.shape == (H, W, 3) and img.dtype == np.uint8
+
+
+def test_verbs_splits_frames_gt_with_crop(written, tmp_path):
+    """The three data verbs as the rules call them; gt rows = the adapter's per-frame ground truth."""
+    root, _ = written
+    common = ["--dataset", "robotcar", "--root", str(root)]
+    assert main(["splits", *common, "--options", json.dumps(SPLIT_OPTIONS), "--split-files", "{}",
+                 "--out-dir", str(tmp_path / "splits")]) == 0
+    crop, size = (0, 40, 0, 40), (160, 80)
+    frames = tmp_path / "frames.zarr"
+    assert main(["extract-frames", *common, "--options", "{}",
+                 "--split-file", str(tmp_path / "splits" / "test_day.txt"), "--out", str(frames), "--crop", *map(str, crop), "--width", str(size[0]), "--height", str(size[1]),
+                 "--threads", "1", "--rows-per-shard", "2"]) == 0
+    gt = tmp_path / "gt.zarr"
+    assert main(["gt-depth", *common, "--options", json.dumps({"lidar_window_us": WINDOW_US}), "--frames", str(frames),
+                 "--out", str(gt), "--eval-width", "80", "--eval-height", "40"]) == 0
+    g, d = shards.open_shard(frames), shards.open_shard(gt)
+    dataset = open_dataset("robotcar", root, {"lidar_window_us": WINDOW_US})
+    rows = np.flatnonzero(g["target"][:])
+    assert len(rows) == 1 and len(g["target"]) == 3                       # one test frame and its neighbours
+    assert not d["depth"][np.flatnonzero(~g["target"][:])].any()
+    for i in rows:
+        depth, labels = dataset.ground_truth(str(g["frame_id"][i]), str(g["source"][i]), crop=crop, size=(80, 40))
+        np.testing.assert_array_equal(d["depth"][i], depth)
+        np.testing.assert_array_equal(d["labels"][i], labels)
+        assert (depth > 0).sum() > 0.05 * 80 * 40
+    # frames K (160x80 after the crop) and gt K (80x40): both the model's K through the one mapping
+    model = rc.load_camera_model(root / "models", "stereo_narrow_left", H, W)
+    fy_frames = model.fy * size[1] / (H - 80)
+    np.testing.assert_allclose(g["K"][rows[0]][1, 1], fy_frames, rtol=1e-6)
+    np.testing.assert_allclose(g["K"][rows[0]][1, 2], (model.cy - 40 + 0.5) * size[1] / (H - 80) - 0.5, rtol=1e-6)
+    np.testing.assert_allclose(d["K"][rows[0]][1, 1], fy_frames / 2, rtol=1e-6)
+
+
+def test_options_and_root_errors_name_config_keys(written, tmp_path):
+    root, _ = written
+    with pytest.raises(FileNotFoundError, match="datasets.robotcar.root"):
+        open_dataset("robotcar", tmp_path / "nowhere", {})
+    with pytest.raises(ValueError, match="datasets.robotcar.lidar_window_us"):
+        open_dataset("robotcar", root, {k: v for k, v in SPLIT_OPTIONS.items() if k != "lidar_window_us"}
+                     ).derive_splits()
+    with pytest.raises(ValueError, match="datasets.robotcar.lidar_window_us"):
+        open_dataset("robotcar", root, {}).ground_truth(f"{DAY}/1", "x", crop=(0, 0, 0, 0), size=(8, 8))
+    with pytest.raises(ValueError, match="version"):
+        open_dataset("robotcar", root, {"version": "v1.0-mini"})
 
 
 # ----------------------------------------------------------------------------- errors
@@ -200,11 +258,12 @@ def test_missing_timestamps_and_missing_run_name_the_path(written, tmp_path):
     with pytest.raises(FileNotFoundError, match="stereo.timestamps"):
         rc.read_run_frames(small / DAY)
     with pytest.raises(FileNotFoundError, match="stereo.timestamps"):
-        rs.derive_splits(small, RUNS)
+        open_dataset("robotcar", small, SPLIT_OPTIONS).derive_splits()
     with pytest.raises(FileNotFoundError, match="2015-01-01-00-00-00"):
         rc.read_run_frames(root / "2015-01-01-00-00-00")
     with pytest.raises(FileNotFoundError, match="2015-01-01-00-00-00"):
-        rs.derive_splits(root, {"day": ["2015-01-01-00-00-00"], "night": [NIGHT]})
+        open_dataset("robotcar", root, {**SPLIT_OPTIONS, "runs": {"day": ["2015-01-01-00-00-00"], "night": [NIGHT]}}
+                     ).derive_splits()
 
 
 def test_bad_arguments():

@@ -41,8 +41,9 @@ def test_round_trip_layout_and_attrs(tmp_path):
     assert g["image"].chunks == (1, 8, 12, 3)
     assert g["image"].shards == (4, 8, 12, 3)
     assert len(list((path / "image" / "c").rglob("*"))) - len(list((path / "image" / "c").rglob("*/"))) >= 3
-    assert g["image"].compressors == ()
-    assert len(g["depth"].compressors) == 1
+    # every chunk ends with a crc32c; depth is blosc-zstd before it, images are not compressed
+    assert [type(c).__name__ for c in g["image"].compressors] == ["Crc32cCodec"]
+    assert [type(c).__name__ for c in g["depth"].compressors] == ["BloscCodec", "Crc32cCodec"]
     attrs = dict(g.attrs)
     assert attrs["rule"] == "test" and attrs["config"] == {"a": 1} and attrs["inputs"] == {"x": "abc"}
     assert attrs["schema_version"] == shards.SCHEMA_VERSION and attrs["n_rows"] == 10
@@ -176,3 +177,39 @@ def test_row_reader_equals_zarr_and_falls_back(tmp_path):
     assert sparse[0][0, 0, 0] == 7 and not sparse[1].any() and not sparse[5].any()
     with pytest.raises(IndexError, match="outside"):
         fast[10]
+
+
+def test_the_row_writer_writes_whole_shards_across_boundaries(tmp_path):
+    """ShardWriter.rows: the one row writer (frames, teachers, ground truth): rows in increasing order,
+    contiguous blocks or scattered rows, each shard written whole; rows never given keep 0."""
+    with shards.ShardWriter(tmp_path / "b.zarr", 7, {"rule": "t"}) as writer:
+        buf = writer.rows("x", (2,), np.uint8, rows_per_shard=3)
+        for start, stop in [(0, 2), (2, 5)]:
+            buf.put(start, np.repeat(np.arange(start, stop, dtype=np.uint8)[:, None] + 1, 2, axis=1))
+        buf.put_rows([6], np.full((1, 2), 7, np.uint8))
+        with pytest.raises(ValueError, match="increasing"):
+            buf.put(0, np.zeros((1, 2), np.uint8))
+        with pytest.raises(ValueError, match="outside"):
+            buf.put_rows([7], np.zeros((1, 2), np.uint8))
+        buf.close()
+        writer.fill_rows("y", (), np.int16, np.array([1, 0, 1, 1, 0, 0, 1], bool), lambda rows: rows * 10)
+    g = shards.open_shard(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(g["x"][:, 0], [1, 2, 3, 4, 5, 0, 7])
+    np.testing.assert_array_equal(g["y"][:], [0, 0, 20, 30, 0, 0, 60])
+    assert shards.verify(tmp_path / "b.zarr") == {}
+
+
+def test_a_flipped_byte_fails_every_read_naming_shard_and_array(tmp_path):
+    path = tmp_path / "g.zarr"
+    _write(path, n=10, rows_per_shard=4)
+    chunk = path / "image" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF  # inside row 4's chunk
+    chunk.write_bytes(bytes(data))
+    g = shards.open_shard(path)
+    for read in (lambda: g["image"][4], lambda: g["image"].oindex[[3, 4]], lambda: np.asarray(g["image"]),
+                 lambda: shards.RowReader(g["image"], path / "image")[4]):
+        with pytest.raises(shards.ShardError, match=r"g\.zarr: array 'image' is corrupt"):
+            read()
+    np.testing.assert_array_equal(g["image"][5], shards.RowReader(g["image"], path / "image")[5])  # others read
+    assert set(shards.verify(path)) == {"image"}

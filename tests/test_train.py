@@ -9,14 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from torch.utils.data import DataLoader
 
 from pipeline import train as train_mod
-from pipeline.data import TrainingSet, usable_targets
+from pipeline.data import ROLES, TrainingSet
+from pipeline.triplets import usable_targets
 from pipeline.model import build_model
 from pipeline.shards import open_shard, write_group
-from pipeline.train import SKY, TrainSettings, parse_settings, training_step
+from pipeline.checkpoints import seed_everything
+from pipeline.config import TrainSettings, validated
+from pipeline.train import SKY, training_step
 
 H, W, K_TOP = 64, 64, 3  # 64x32 is too small: the decoder reflection-pads the 1/32 features (need >= 2 px)
 DS = "toy"
@@ -89,15 +93,26 @@ def _model(seed=0):
     return build_model({"model": MODEL_CFG})
 
 
+def shard_paths(results) -> dict:
+    """role -> shard path, as the train_student rule passes them."""
+    stage = {"frames": "frames", "synth": "synth", "seg": "seg_teacher", "depth": "depth_teacher"}
+    return {role: results / DS / stage[role.split("_")[1]] / f"train_{role.split('_')[0]}.zarr" for role in ROLES}
+
+
+def _set(results, real_night=True, synthetic=True, teacher_depth=True, flip=False, seed=0):
+    return TrainingSet(shard_paths(results), DS, real_night=real_night, synthetic=synthetic,
+                       teacher_depth=teacher_depth, flip=flip, seed=seed)
+
+
 def _batch(results, n=2, **kw):
-    ds = TrainingSet(results, DS, **kw)
+    ds = _set(results, **kw)
     return next(iter(DataLoader(ds, batch_size=n, shuffle=False)))
 
 
 # ------------------------------------------------------------------------------------------ data
 
 def test_dataset_items_rows_and_shapes(results):
-    ds = TrainingSet(results, DS)
+    ds = _set(results)
     assert len(ds) == 6  # targets with both neighbours; the target without a previous frame is left out
     day = open_shard(results / DS / "frames" / "train_day.zarr")
     assert list(ds.day_rows) == list(usable_targets(day)) == [1, 2, 3, 6, 7, 8]
@@ -116,7 +131,7 @@ def test_dataset_items_rows_and_shapes(results):
 
 
 def test_dataset_night_pick_is_seeded_per_epoch_and_index(results):
-    ds = TrainingSet(results, DS, seed=3)
+    ds = _set(results, seed=3)
     picks0 = [ds[i]["night_row"] for i in range(len(ds))]
     assert picks0 == [ds[i]["night_row"] for i in range(len(ds))]  # reproducible
     ds.set_epoch(1)
@@ -125,8 +140,8 @@ def test_dataset_night_pick_is_seeded_per_epoch_and_index(results):
 
 
 def test_dataset_flip_is_consistent_and_flips_cx(results):
-    plain = TrainingSet(results, DS, flip=False, seed=0)
-    flip = TrainingSet(results, DS, flip=True, seed=0)
+    plain = _set(results, flip=False, seed=0)
+    flip = _set(results, flip=True, seed=0)
     flags = []
     for epoch in range(4):
         flip.set_epoch(epoch)
@@ -145,10 +160,10 @@ def test_dataset_flip_is_consistent_and_flips_cx(results):
 
 
 def test_dataset_switches_skip_reads_and_workers_match(results):
-    small = TrainingSet(results, DS, real_night=False, synthetic=False, teacher_depth=False)
+    small = _set(results, real_night=False, synthetic=False, teacher_depth=False)
     item = small[0]
     assert "night" not in item and "syn_night" not in item and "day_teacher_depth" not in item
-    ds = TrainingSet(results, DS)
+    ds = _set(results)
     a = next(iter(DataLoader(ds, batch_size=3, num_workers=0)))
     b = next(iter(DataLoader(ds, batch_size=3, num_workers=2)))
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
@@ -159,7 +174,7 @@ def test_dataset_errors_on_misaligned_shards(tmp_path, results):
     shutil.copytree(results / DS, tmp_path / DS)
     write_group(tmp_path / DS / "synth" / "train_day.zarr", {"image": np.zeros((3, H, W, 3), np.uint8)})
     with pytest.raises(ValueError, match="row-aligned"):
-        TrainingSet(tmp_path, DS)
+        _set(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ step
@@ -240,30 +255,34 @@ def test_overfitting_one_batch_halves_the_loss(results):
 # ------------------------------------------------------------------------------------------ loop
 
 def _settings(**kw):
-    base = dict(epochs=2, batch_size=2, lr=2.5e-4, checkpoint_every=1, max_steps_per_epoch=2, flip=True, seed=0,
-                image_every=1)
-    base.update(kw)
-    return TrainSettings(**base)
+    train = {**validated(yaml.safe_load((REPO / "config.yaml").read_text()))["train"], "epochs": 2,
+             "batch_size": 2, "max_steps_per_epoch": 2, "flip": True, "image_every": 1, **kw}
+    return TrainSettings.from_config(train, 0, {})
 
 
 def _run(results, out, settings, record=None):
     model = _model(seed=123)
-    train_mod.seed_everything(settings.seed)
-    sets = {DS: TrainingSet(results, DS, flip=settings.flip, seed=settings.seed)}
+    seed_everything(settings.seed)
+    sets = {DS: _set(results, flip=settings.flip, seed=settings.seed)}
     record = record or {"train": {"epochs": settings.epochs}, "seed": settings.seed}
-    train_mod.train(model, sets, out, settings, torch.device("cpu"), record=record)
+    train_mod.train(model, sets, out / "last.pt", out / "tensorboard", out / "state", settings, torch.device("cpu"),
+                    record=record)
     return model
+
+
+def _states(out):
+    return sorted(p.name for p in (out / "state").rglob("epoch_*.pt"))
 
 
 def test_resume_after_a_kill_ends_with_identical_weights(results, tmp_path, monkeypatch):
     s = _settings()
     full = _run(results, tmp_path / "full", s)
-    last = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    last = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 4
-    assert (tmp_path / "full" / "checkpoints" / "epoch_001.pt").exists()
+    assert not (tmp_path / "full" / "state").exists()  # a finished run clears its resumable state
     assert any((tmp_path / "full" / "tensorboard").iterdir())
 
-    # killed in the first step of epoch 2: epoch_001.pt is there, last.pt is not
+    # killed in the first step of epoch 2: the epoch-1 state is there, last.pt is not
     real_step, calls = train_mod.training_step, []
 
     def dying_step(*args, **kw):
@@ -275,76 +294,71 @@ def test_resume_after_a_kill_ends_with_identical_weights(results, tmp_path, monk
     monkeypatch.setattr(train_mod, "training_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         _run(results, tmp_path / "killed", s)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    assert (ckpts / "epoch_001.pt").exists()
-    assert not (ckpts / "last.pt").exists()
-    assert not list(ckpts.glob(".*tmp*"))
+    killed = tmp_path / "killed"
+    assert _states(killed) == ["epoch_001.pt"]
+    assert not (killed / "last.pt").exists()
+    assert not list(killed.rglob(".*tmp*"))
     calls.clear()
     monkeypatch.setattr(train_mod, "training_step", lambda *a, **kw: calls.append(1) or real_step(*a, **kw))
 
-    resumed = _run(results, tmp_path / "killed", s)
+    resumed = _run(results, killed, s)
     assert len(calls) == 2  # only epoch 2 ran
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"weights differ after resume: {diff[:5]}"
-    again = torch.load(ckpts / "last.pt", weights_only=True)
-    assert again["global_step"] == 4
+    assert torch.load(killed / "last.pt", weights_only=True)["global_step"] == 4
 
 
-def test_only_the_newest_epoch_checkpoints_are_kept(results, tmp_path):
+def test_only_the_newest_states_are_kept_and_other_settings_never_resume(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod.TrainingState, "clear", lambda self: None)  # look before the run clears
     _run(results, tmp_path, _settings(epochs=3, max_steps_per_epoch=1, keep_checkpoints=2))
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_002.pt", "epoch_003.pt", "last.pt"]
-
-
-def test_checkpoints_of_other_settings_are_not_resumed(results, tmp_path):
-    s = _settings(epochs=1)
-    _run(results, tmp_path, s, record={"train": {"lr": 1.0}})
-    assert train_mod.find_resume(tmp_path / "checkpoints", {"train": {"lr": 1.0}}, 1) is not None
-    assert train_mod.find_resume(tmp_path / "checkpoints", {"train": {"lr": 2.0}}, 1) is None
-    assert not (tmp_path / "checkpoints" / "epoch_001.pt").exists()  # stale: removed
+    assert _states(tmp_path) == ["epoch_002.pt", "epoch_003.pt"]
+    calls = []
+    real_step = train_mod.training_step
+    monkeypatch.setattr(train_mod, "training_step", lambda *a, **kw: calls.append(1) or real_step(*a, **kw))
+    _run(results, tmp_path, _settings(epochs=3, max_steps_per_epoch=1, keep_checkpoints=2),
+         record={"train": {"lr": 1.0}})  # other settings: starts afresh, the old states are removed
+    assert len(calls) == 3 and _states(tmp_path) == ["epoch_002.pt", "epoch_003.pt"]
+    assert len(list((tmp_path / "state").iterdir())) == 1
 
 
 # ------------------------------------------------------------------------------------------ settings + CLI
 
 def _cli_settings(**train):
-    t = {"epochs": 1, "batch_size": 1, "lr": 2.5e-4, "num_workers": 0, "checkpoint_every": 1,
-         "weights": {"light": 0.01, "sf": 1, "cst": 1, "ds": 1, "seg": 1}, "night_weight": 0.1, "tau": 0.1,
-         "max_steps_per_epoch": 2, "datasets": [DS], "variants": ["full"], "ablations": {"full": {}}}
-    t.update(train)
-    return {"model": MODEL_CFG, "train": t, "variant": "full", "switches": {}, "seed": 0,
-            "datasets": {DS: {"max_depth": 40.0}}}
+    cfg = validated(yaml.safe_load((REPO / "config.yaml").read_text()))
+    t = {k: v for k, v in cfg["train"].items() if k not in ("variants", "ablations", "datasets", "gpus")}
+    t.update({"epochs": 1, "batch_size": 1, "max_steps_per_epoch": 2, **train})
+    return {"model": MODEL_CFG, "train": t, "variant": "full", "switches": {}, "seed": 0}
 
 
-def test_parse_settings_values_and_errors():
-    s = parse_settings(_cli_settings(), [DS])
+def _cli(results, out, settings):
+    return ["train", "--shards", json.dumps({DS: {k: str(v) for k, v in shard_paths(results).items()}}),
+            "--out", str(out / "last.pt"), "--log-dir", str(out / "tensorboard"), "--state-dir", str(out / "state"),
+            "--settings", json.dumps(settings), "--device", "cpu"]
+
+
+def test_settings_come_from_the_schema_validated_config():
+    s = TrainSettings.from_config(_cli_settings()["train"], 0, {})
     assert (s.epochs, s.batch_size, s.max_steps_per_epoch, s.switches["real_night"]) == (1, 1, 2, True)
-    bad = [({"train": {**_cli_settings()["train"], "epochs": 0}}, "train.epochs"),
-           ({"train": {**_cli_settings()["train"], "batch_size": "2"}}, "train.batch_size"),
-           ({"train": {**_cli_settings()["train"], "weights": {"sff": 1}}}, "train.weights.sff"),
-           ({"train": {**_cli_settings()["train"], "learning_rate": 1}}, "train.learning_rate"),
-           ({"switches": {"real_night": "no"}}, "switches.real_night"),
-           ({"switches": {"RN": False}}, "switches.RN"),
-           ({"datasets": {DS: {"max_depth": -1}}}, f"datasets.{DS}.max_depth"),
-           ({"model": None}, "model")]
-    for override, key in bad:
-        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-            parse_settings({**_cli_settings(), **override}, [DS])
+    for key, value in [("epochs", 0), ("batch_size", "2"), ("learning_rate", 1), ("keep_checkpoints", -1)]:
+        with pytest.raises(ValueError, match=f"train"):
+            validated({"train": {key: value}})
+    with pytest.raises(ValueError, match="switches"):
+        TrainSettings.from_config(_cli_settings()["train"], 0, {"RN": False})
 
 
 def test_torchrun_two_ranks_ddp_on_cpu(results, tmp_path):
     out = tmp_path / "train" / "full"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pipeline", "train", "--results-dir", str(results), "--datasets", DS, "--out-dir", str(out),
-           "--settings", json.dumps(_cli_settings()), "--device", "cpu"]
+           "-m", "pipeline", *_cli(results, out, _cli_settings())]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     print(f"\ntorchrun 2 ranks: {time.perf_counter() - t0:.1f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["epoch_001.pt", "last.pt"]
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert (out / "last.pt").is_file() and not (out / "state").exists()
+    last = torch.load(out / "last.pt", weights_only=True)
     assert last["global_step"] == 2 and last["epoch"] == 1
     assert last["settings"]["variant"] == "full"
     assert not any(k.startswith("module.") for k in last["model"])  # the bare DepthSegNet's keys
@@ -354,16 +368,8 @@ def test_torchrun_two_ranks_ddp_on_cpu(results, tmp_path):
     assert len(list((out / "tensorboard").iterdir())) == 1
 
 
-def test_cli_rejects_bad_settings_naming_the_key(results, tmp_path):
-    from pipeline.cli import main
-    bad = _cli_settings(epochs=-1)
-    rc = main(["train", "--results-dir", str(results), "--datasets", DS, "--out-dir", str(tmp_path),
-               "--settings", json.dumps(bad), "--device", "cpu"])
-    assert rc == 2
-
-
-def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, caplog):
-    """Snakemake re-runs `train` when a teacher shard changes; the old epoch checkpoints must not be resumed."""
+def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, caplog, monkeypatch):
+    """Snakemake re-runs `train` when a teacher shard changes; a killed run's epochs must not be resumed."""
     import logging
     import shutil
 
@@ -371,18 +377,25 @@ def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, c
     local = tmp_path / "results"
     shutil.copytree(results, local)
     out = tmp_path / "run"
-    argv = ["train", "--results-dir", str(local), "--datasets", DS, "--out-dir", str(out),
-            "--settings", json.dumps(_cli_settings(max_steps_per_epoch=1)), "--device", "cpu"]
-    assert main(argv) == 0
-    first = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["settings"]["inputs"]
-    assert set(first) >= {f"{DS}/day_frames", f"{DS}/day_depth", f"{DS}/night_seg"}
-    with caplog.at_level(logging.WARNING):
-        assert main(argv) == 0  # same inputs: resumes (nothing left to train), no stale warning
-    assert "other settings" not in caplog.text
+    argv = _cli(local, out, _cli_settings(epochs=2, max_steps_per_epoch=1))
+    real_step, calls = train_mod.training_step, []
+
+    def dying_step(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_mod, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert _states(out) == ["epoch_001.pt"]
+    monkeypatch.setattr(train_mod, "training_step", real_step)
     depth = open_shard(local / DS / "depth_teacher" / "train_day.zarr")["depth"][:]
     write_group(local / DS / "depth_teacher" / "train_day.zarr", {"depth": depth * 2}, compress=["depth"])
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
-    assert "written with other settings" in caplog.text  # the old epoch was dropped and training re-ran
-    second = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["settings"]["inputs"]
-    assert second[f"{DS}/day_depth"] != first[f"{DS}/day_depth"] and second[f"{DS}/day_frames"] == first[f"{DS}/day_frames"]
+    assert "resumable state of other settings or input data" in caplog.text  # the stale epoch was dropped
+    second = torch.load(out / "last.pt", weights_only=True)
+    assert second["global_step"] == 2  # both epochs trained afresh
+    assert set(second["settings"]["inputs"]) >= {f"{DS}/day_frames", f"{DS}/day_depth", f"{DS}/night_seg"}

@@ -10,9 +10,8 @@ from typing import Callable, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import shards
-from pipeline.datasets.images import crop_resize, crop_resize_transform
-from pipeline.geometry import scale_intrinsics
+from pipeline import atomic, shards
+from pipeline.datasets.images import CropResize
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +66,15 @@ def extract_frames(table: FrameTable, load_rgb: Callable[[str], np.ndarray], out
     a time (zarr shards written at once are ~8x faster than chunk by chunk)."""
     width, height = size
     n = len(table)
-    sx, sy, left, top = crop_resize_transform(crop, table.image_size, size)
-    K = np.stack([scale_intrinsics(k, sx, sy, left, top) for k in table.K]) if n else np.zeros((0, 3, 3), np.float32)
+    mapping = CropResize(crop, table.image_size, size)
+    K = mapping.intrinsics(table.K.reshape(n, 3, 3)).astype(np.float32)
 
     def decode(source: str) -> np.ndarray:
         img = load_rgb(source)
         if (img.shape[1], img.shape[0]) != tuple(table.image_size):
             raise ValueError(f"{source}: image is {img.shape[1]}x{img.shape[0]}, expected "
                              f"{table.image_size[0]}x{table.image_size[1]} like the rest of the split")
-        return crop_resize(img, crop, size)
+        return mapping.image(img)
 
     with shards.ShardWriter(out, n, attrs) as w:
         w.create("image", (height, width, 3), "uint8", rows_per_shard=rows_per_shard)
@@ -89,7 +88,7 @@ def extract_frames(table: FrameTable, load_rgb: Callable[[str], np.ndarray], out
         w.write_all("prev", table.prev)
         w.write_all("next", table.next)
         w.write_all("target", table.target)
-        w.write_all("K", K.astype(np.float32))
+        w.write_all("K", K)
         w.write_all("timestamp", table.timestamp)
         w.write_all("sequence", table.sequence)
         w.write_all("frame_id", np.array(table.frame_id, dtype=str))
@@ -110,9 +109,5 @@ def read_split_file(path: str | Path) -> list[str]:
 
 
 def write_split_file(path: str | Path, ids: list[str], header: str = "") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     lines = [f"# {h}" for h in header.splitlines()] + list(ids)
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic.write_text(path, "\n".join(lines) + "\n")

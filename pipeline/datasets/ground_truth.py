@@ -1,68 +1,78 @@
-"""Ground truth aligned with a frames shard: LiDAR depth at the evaluation resolution, and label maps
-where the dataset root has them (the demo writes exact ones)."""
+"""Ground truth aligned with a frames shard, written shard by shard: LiDAR depth at the evaluation
+resolution, its intrinsics, and label maps where the dataset root has them (the demo writes exact ones).
+
+Memory stays flat: one shard of rows (about 64 MB of depth) is computed, written and dropped at a
+time, so a split of thousands of 1600x900 frames never sits in memory.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.datasets.images import crop_resize_transform
-from pipeline.geometry import scale_intrinsics
+from pipeline import shards
+from pipeline.datasets.adapter import Dataset
+from pipeline.datasets.images import CropResize
 
 log = logging.getLogger(__name__)
 
+IGNORE = 255  # label of pixels without a label (and of every non-target row)
 
-def build(dataset: str, root: Path, version: str, frames, *, crop, size: tuple[int, int], lidar_window_us: int = 4_000_000,
-          progress: bool = True):
-    """-> depth float32 (N, H, W) (0 = none; non-target rows all 0), K float32 (N, 3, 3) at `size`,
-    labels uint8 (N, H, W) or None (255 = ignore / not available)."""
+
+def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, int], attrs: Mapping[str, Any],
+          rows_per_shard: int | None = None, progress: bool = True) -> dict:
+    """Write `out` (atomically) with rows aligned to `frames`:
+    depth float32 (N, H, W) (0 = none; non-target rows all 0), K float32 (N, 3, 3) at size = (W, H), and
+    labels uint8 (N, H, W) (255 = ignore; non-target rows all 255) when the root has label maps: for every
+    target frame or for none. Returns {targets, depth_pixels, pixels, labels}."""
     width, height = size
     n = frames["image"].shape[0]
-    target = frames["target"][:]
-    sources = list(frames["source"][:])
-    frame_ids = list(frames["frame_id"][:])
-    orig = tuple(frames.attrs.get("image_size_original", (0, 0)))
-    if orig == (0, 0):
-        raise ValueError("frames shard has no image_size_original attr: re-run extract_frames")
-    sx, sy, left, top = crop_resize_transform(crop, orig, size)
-    K0 = _original_intrinsics(frames, crop, orig)
-    K = np.stack([scale_intrinsics(k, sx, sy, left, top) for k in K0]) if n else np.zeros((0, 3, 3), np.float32)
-    depth = np.zeros((n, height, width), np.float32)
-    labels = np.full((n, height, width), 255, np.uint8)
-    have_labels = []
-    if dataset == "nuscenes":
-        from pipeline.datasets import nuscenes as ns
+    target = np.asarray(frames["target"][:], bool)
+    frame_ids = [str(f) for f in frames["frame_id"][:]]
+    sources = [str(s) for s in frames["source"][:]]
+    # the frames' K is at the frames' resolution after the same crop: eval K = a plain resize of it
+    frames_size = (frames["image"].shape[2], frames["image"].shape[1])
+    K = CropResize.resize(frames_size, size).intrinsics(np.asarray(frames["K"][:]).reshape(n, 3, 3))
+    rps = rows_per_shard or shards.default_rows_per_shard(width * height * 4)
+    stats = {"targets": int(target.sum()), "depth_pixels": 0, "pixels": int(target.sum()) * width * height,
+             "labels": None}
+    with shards.ShardWriter(out, n, attrs) as w:
+        w.create("depth", (height, width), np.float32, compress=True, rows_per_shard=rps)
+        done = 0  # rows written so far
+        with tqdm(total=stats["targets"], desc="gt depth", unit="frame", disable=not progress) as bar:
+            for start in range(0, n, rps):
+                stop = min(n, start + rps)
+                depth = np.zeros((stop - start, height, width), np.float32)
+                labels = np.full((stop - start, height, width), IGNORE, np.uint8)
+                for i in np.flatnonzero(target[start:stop]) + start:
+                    depth[i - start], lab = dataset.ground_truth(frame_ids[i], sources[i], crop=crop, size=size)
+                    if stats["labels"] is None:  # the first target decides: labels for all targets or for none
+                        stats["labels"] = lab is not None
+                        if lab is not None:
+                            _create_labels(w, height, width, rps, done)
+                    elif stats["labels"] != (lab is not None):
+                        raise FileNotFoundError(
+                            f"label maps exist for some frames of {dataset.root} but not for others (frame "
+                            f"{frame_ids[i]} {'has one' if lab is not None else 'has none'}): all or none")
+                    if lab is not None:
+                        labels[i - start] = lab
+                    bar.update(1)
+                w.write("depth", start, depth)
+                if stats["labels"]:
+                    w.write("labels", start, labels)
+                stats["depth_pixels"] += int(np.count_nonzero(depth))
+                done = stop
+        w.write_all("K", K.astype(np.float32))
+    stats["labels"] = bool(stats["labels"])
+    return stats
 
-        nusc = ns.open_nuscenes(root, version)
-        depth_fn = lambda i: ns.lidar_depth(nusc, frame_ids[i], crop, size)  # noqa: E731
-        label_fn = lambda i: ns.read_label(root, sources[i], crop, size)  # noqa: E731
-    else:
-        from pipeline.datasets import robotcar_splits as rs
 
-        depth_fn = lambda i: rs.lidar_depth(root, frame_ids[i], crop, size, lidar_window_us)  # noqa: E731
-        label_fn = lambda i: rs.read_label(root, frame_ids[i], crop, size)  # noqa: E731
-    for i in tqdm(np.flatnonzero(target), desc="gt depth", unit="frame", disable=not progress):
-        depth[i] = depth_fn(i)
-        lab = label_fn(i)
-        have_labels.append(lab is not None)
-        if lab is not None:
-            labels[i] = lab
-    if any(have_labels) and not all(have_labels):
-        missing = sum(1 for h in have_labels if not h)
-        raise FileNotFoundError(f"label maps exist for some frames of {root} but {missing} are missing")
-    return depth, K.astype(np.float32), (labels if have_labels and all(have_labels) else None)
-
-
-def _original_intrinsics(frames, crop, orig) -> np.ndarray:
-    """Undo the frames' crop+resize on the stored K (exact: scale_intrinsics is affine)."""
-    w, h = frames["image"].shape[2], frames["image"].shape[1]
-    sx, sy, left, top = crop_resize_transform(crop, orig, (w, h))
-    K = frames["K"][:].astype(np.float64)
-    K0 = K.copy()
-    K0[:, 0, 0] /= sx
-    K0[:, 1, 1] /= sy
-    K0[:, 0, 2] = (K[:, 0, 2] + 0.5) / sx - 0.5 + left
-    K0[:, 1, 2] = (K[:, 1, 2] + 0.5) / sy - 0.5 + top
-    return K0
+def _create_labels(w: shards.ShardWriter, height: int, width: int, rows_per_shard: int, done: int) -> None:
+    """Create the labels array once the first label map is seen; rows already written get IGNORE."""
+    w.create("labels", (height, width), np.uint8, compress=True, rows_per_shard=rows_per_shard)
+    for start in range(0, done, rows_per_shard):
+        stop = min(done, start + rows_per_shard)
+        w.write("labels", start, np.full((stop - start, height, width), IGNORE, np.uint8))

@@ -1,10 +1,13 @@
-"""Image decoding with validation (OpenCV), and the crop + resize every frame goes through."""
+"""Image decoding with validation (OpenCV), and the crop + resize mapping (`CropResize`) every frame,
+ground-truth map and intrinsics matrix goes through."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.geometry import rasterize_depth
 
 cv2.setNumThreads(1)  # extraction parallelises over frames; one OpenCV thread per decode
 
@@ -57,28 +60,108 @@ def read_gray(path: str | Path) -> np.ndarray:
     return img
 
 
-def crop_box(crop: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    """[left, top, right, bottom] margins -> (x0, y0, x1, y1), validated against the image size."""
-    left, top, right, bottom = (int(c) for c in crop)
-    x0, y0, x1, y1 = left, top, width - right, height - bottom
-    if min(left, top, right, bottom) < 0 or x1 <= x0 or y1 <= y0:
-        raise ValueError(f"crop {list(crop)} (left, top, right, bottom) leaves nothing of a {width}x{height} image")
-    return x0, y0, x1, y1
+class CropResize:
+    """The one crop + resize pixel mapping of the pipeline: cut `crop` = (left, top, right, bottom)
+    margins off an image of `src_size` = (width, height), then resize to `size` = (width, height).
+
+    Pixel-centre convention (a pixel centre maps to a pixel centre):
+        u' = (u - left + 0.5) * sx - 0.5,   v' = (v - top + 0.5) * sy - 0.5
+    with sx = width / (src_width - left - right), sy = height / (src_height - top - bottom).
+    Used for images (`image`), projected points (`points`, `rasterize`), intrinsics (`intrinsics`)
+    and their inverses (`points_inverse`, `intrinsics_inverse`). Intrinsics may be numpy arrays or
+    torch tensors of shape (..., 3, 3)."""
+
+    __slots__ = ("crop", "src_size", "size", "left", "top", "sx", "sy")
+
+    def __init__(self, crop, src_size: tuple[int, int], size: tuple[int, int]):
+        self.crop = tuple(int(c) for c in crop)
+        self.src_size = (int(src_size[0]), int(src_size[1]))
+        self.size = (int(size[0]), int(size[1]))
+        if len(self.crop) != 4:
+            raise ValueError(f"crop must be 4 margins (left, top, right, bottom), got {list(crop)}")
+        if min(self.size) < 1:
+            raise ValueError(f"target size must be positive, got {self.size[0]}x{self.size[1]}")
+        x0, y0, x1, y1 = self.box
+        self.left, self.top = x0, y0
+        self.sx, self.sy = self.size[0] / (x1 - x0), self.size[1] / (y1 - y0)
+
+    @classmethod
+    def resize(cls, src_size: tuple[int, int], size: tuple[int, int]) -> "CropResize":
+        """A plain resize (no crop) from `src_size` to `size`."""
+        return cls((0, 0, 0, 0), src_size, size)
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the kept region in the original image, validated against its size."""
+        left, top, right, bottom = self.crop
+        width, height = self.src_size
+        x0, y0, x1, y1 = left, top, width - right, height - bottom
+        if min(left, top, right, bottom) < 0 or x1 <= x0 or y1 <= y0:
+            raise ValueError(f"crop {list(self.crop)} (left, top, right, bottom) leaves nothing of a "
+                             f"{width}x{height} image")
+        return x0, y0, x1, y1
+
+    def __repr__(self) -> str:
+        return f"CropResize(crop={list(self.crop)}, src_size={self.src_size}, size={self.size})"
+
+    def image(self, img: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+        """Crop then resize an (H, W[, C]) image of `src_size`: INTER_AREA for photos, NEAREST for labels."""
+        h, w = img.shape[:2]
+        if (w, h) != self.src_size:
+            raise ValueError(f"image is {w}x{h}, expected {self.src_size[0]}x{self.src_size[1]}")
+        x0, y0, x1, y1 = self.box
+        img = img[y0:y1, x0:x1]
+        if (img.shape[1], img.shape[0]) == self.size:
+            return np.ascontiguousarray(img)
+        return cv2.resize(img, self.size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+    def points(self, u, v):
+        """Original pixel coordinates (u, v) -> coordinates in the cropped + resized image."""
+        return (u - self.left + 0.5) * self.sx - 0.5, (v - self.top + 0.5) * self.sy - 0.5
+
+    def points_inverse(self, u, v):
+        """Coordinates in the cropped + resized image -> original pixel coordinates."""
+        return (u + 0.5) / self.sx - 0.5 + self.left, (v + 0.5) / self.sy - 0.5 + self.top
+
+    def intrinsics(self, K):
+        """(..., 3, 3) intrinsics of the original image -> of the cropped + resized one (float64 for numpy)."""
+        K2 = _copy_matrix(K)
+        cx, cy = self.points(K2[..., 0, 2], K2[..., 1, 2])
+        K2[..., 0, :2] *= self.sx
+        K2[..., 1, :2] *= self.sy
+        K2[..., 0, 2], K2[..., 1, 2] = cx, cy
+        return K2
+
+    def intrinsics_inverse(self, K):
+        """Inverse of `intrinsics`: (..., 3, 3) intrinsics of the cropped + resized image -> of the original."""
+        K2 = _copy_matrix(K)
+        cx, cy = self.points_inverse(K2[..., 0, 2], K2[..., 1, 2])
+        K2[..., 0, :2] /= self.sx
+        K2[..., 1, :2] /= self.sy
+        K2[..., 0, 2], K2[..., 1, 2] = cx, cy
+        return K2
+
+    def rasterize(self, u, v, depth) -> np.ndarray:
+        """Points projected into the ORIGINAL image (u, v, depth) -> float32 (H, W) depth image at `size`
+        (geometry.rasterize_depth: col = floor(u' + 0.5), nearest depth, 0 = none)."""
+        u2, v2 = self.points(np.asarray(u, np.float64), np.asarray(v, np.float64))
+        return rasterize_depth(u2, v2, depth, self.size[1], self.size[0])
 
 
-def crop_resize(img: np.ndarray, crop, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """Cut the crop margins, then resize to size = (width, height): INTER_AREA for photos, NEAREST for labels."""
-    h, w = img.shape[:2]
-    x0, y0, x1, y1 = crop_box(crop, w, h)
-    img = img[y0:y1, x0:x1]
-    if (img.shape[1], img.shape[0]) == tuple(size):
-        return np.ascontiguousarray(img)
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    return cv2.resize(img, tuple(int(s) for s in size), interpolation=interp)
+def _copy_matrix(K):
+    """A float copy of a numpy array (float64) or torch tensor (same dtype)."""
+    if hasattr(K, "clone"):
+        return K.clone()
+    return np.array(K, dtype=np.float64)
 
 
-def crop_resize_transform(crop, src_size: tuple[int, int], dst_size: tuple[int, int]):
-    """(sx, sy, left, top) mapping original pixel coordinates into the cropped + resized image."""
-    w, h = src_size
-    x0, y0, x1, y1 = crop_box(crop, w, h)
-    return dst_size[0] / (x1 - x0), dst_size[1] / (y1 - y0), x0, y0
+def write_png(path: str | Path, img: np.ndarray) -> None:
+    """Write a PNG (grey, or BGR channel order as OpenCV takes it), raising OSError naming the path."""
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> None:
+    """Write an RGB uint8 image as a JPEG of the given quality, raising OSError naming the path."""
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+        raise OSError(f"could not write {path}")

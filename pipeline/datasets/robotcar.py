@@ -507,36 +507,56 @@ def _scan_points(path: Path, laser: str) -> np.ndarray:
     return np.stack([scan[:, 0], scan[:, 1], z, np.ones(len(scan))])
 
 
+class LaserLog:
+    """One run's laser timestamps, VO and laser extrinsics, read once; point clouds of any window.
+
+    ``build_pointcloud`` reads these files for one window; a job that builds many windows of the same
+    run (ground truth of a split) keeps one ``LaserLog`` per run instead."""
+
+    def __init__(self, run_dir, extrinsics_dir, laser: str = "lms_front"):
+        if laser not in SUPPORTED_LASERS:
+            raise ValueError(f"unsupported laser {laser!r}; expected one of {SUPPORTED_LASERS}")
+        self.run_dir, self.laser = Path(run_dir), laser
+        self.timestamps_path = self.run_dir / f"{laser}.timestamps"
+        self.scan_ts, _ = read_timestamps(self.timestamps_path)
+        self.T_laser = read_extrinsics(Path(extrinsics_dir) / f"{laser}.txt")
+        self.vo_path = self.run_dir / "vo" / "vo.csv"
+        self.vo_source, self.vo_destination, self.vo_xyzrpy = read_vo(self.vo_path)
+
+    def span(self) -> tuple[int, int]:
+        """First and last timestamp covered by both VO and the laser."""
+        return (int(max(self.vo_destination.min(), self.scan_ts.min())),
+                int(min(self.vo_source.max(), self.scan_ts.max())))
+
+    def pointcloud(self, start_ts: int, end_ts: int, origin_ts: int) -> np.ndarray:
+        """The scans with start_ts <= t <= end_ts as a (4, N) cloud in the vehicle frame at ``origin_ts``:
+        p = P_rel(t) @ T_laser @ [x, y, 0, 1], each scan with its own pose (listed scans without a file
+        are skipped)."""
+        stamps = self.scan_ts[(self.scan_ts >= start_ts) & (self.scan_ts <= end_ts)]
+        if stamps.size == 0:
+            raise ValueError(f"{self.timestamps_path}: no {self.laser} scans between {start_ts} and {end_ts}")
+        lo, hi = min(int(stamps[0]), origin_ts), max(int(stamps[-1]), origin_ts)
+        try:
+            pose_ts, poses = vo_absolute_poses(self.vo_source, self.vo_xyzrpy, lo, hi)
+        except ValueError as err:
+            raise ValueError(f"{self.vo_path}: {err}") from err
+        rel = interpolate_poses(pose_ts, poses, stamps, origin_ts)
+        clouds = [np.empty((4, 0))]
+        for t, pose in zip(stamps.tolist(), rel):
+            scan_path = self.run_dir / self.laser / f"{t}.bin"
+            if scan_path.is_file():
+                clouds.append(pose @ self.T_laser @ _scan_points(scan_path, self.laser))
+        return np.concatenate(clouds, axis=1)
+
+
 def build_pointcloud(run_dir, extrinsics_dir, start_ts: int, end_ts: int, origin_ts: int,
                      laser: str = "lms_front") -> np.ndarray:
     """Accumulate the scans with start_ts <= t <= end_ts into a (4, N) cloud in the vehicle frame
     at ``origin_ts``, with VO poses: p = P_rel(t) @ T_laser @ [x, y, 0, 1] (each scan with its own pose).
 
     Reads ``<run>/<laser>.timestamps``, ``<run>/<laser>/<ts>.bin`` (listed scans without a file are
-    skipped), ``<run>/vo/vo.csv`` and ``<extrinsics_dir>/<laser>.txt``."""
-    if laser not in SUPPORTED_LASERS:
-        raise ValueError(f"unsupported laser {laser!r}; expected one of {SUPPORTED_LASERS}")
-    run_dir = Path(run_dir)
-    ts_path = run_dir / f"{laser}.timestamps"
-    stamps, _ = read_timestamps(ts_path)
-    stamps = stamps[(stamps >= start_ts) & (stamps <= end_ts)]
-    if stamps.size == 0:
-        raise ValueError(f"{ts_path}: no {laser} scans between {start_ts} and {end_ts}")
-    T_laser = read_extrinsics(Path(extrinsics_dir) / f"{laser}.txt")
-    vo_path = run_dir / "vo" / "vo.csv"
-    source_ts, _, xyzrpy = read_vo(vo_path)
-    lo, hi = min(int(stamps[0]), origin_ts), max(int(stamps[-1]), origin_ts)
-    try:
-        pose_ts, poses = vo_absolute_poses(source_ts, xyzrpy, lo, hi)
-    except ValueError as err:
-        raise ValueError(f"{vo_path}: {err}") from err
-    rel = interpolate_poses(pose_ts, poses, stamps, origin_ts)
-    clouds = [np.empty((4, 0))]
-    for t, pose in zip(stamps.tolist(), rel):
-        scan_path = run_dir / laser / f"{t}.bin"
-        if scan_path.is_file():
-            clouds.append(pose @ T_laser @ _scan_points(scan_path, laser))
-    return np.concatenate(clouds, axis=1)
+    skipped), ``<run>/vo/vo.csv`` and ``<extrinsics_dir>/<laser>.txt`` (see ``LaserLog``)."""
+    return LaserLog(run_dir, extrinsics_dir, laser).pointcloud(start_ts, end_ts, origin_ts)
 
 
 def project_pointcloud(pc: np.ndarray, camera_model: CameraModel, width: int, height: int,

@@ -5,7 +5,9 @@ two named conventions (`pipeline.model.complexity`): "thop" (the paper's counter
 "flop_counter" (torch's FlopCounterMode, FLOPs / 2). Latency: seconds per image (batch 1) of the
 inference forward pass (light net on, no PoseNet) in eval mode under torch.inference_mode, mean of
 `runs` timed passes after `warmup` untimed ones; on the CPU always, and on the GPU when the
-requested device is CUDA. Monodepth2 = ResNet-18 encoder + depth decoder, measured the same way.
+requested device is CUDA. Monodepth2 = the teacher's own network without its pose network
+(`pipeline.teachers.monodepth2.Monodepth2(18, pose=False)`: ResNet-18 encoder + depth decoder),
+measured the same way.
 """
 from __future__ import annotations
 
@@ -16,22 +18,9 @@ import torch
 import torch.nn as nn
 
 from pipeline.model import build_model, count_macs, count_parameters
-from pipeline.model.decoders import DepthDecoder
-from pipeline.model.encoder import ResnetEncoder
+from pipeline.teachers.monodepth2 import Monodepth2
 
 CONVENTIONS = {"thop": "gmacs_thop", "flop_counter": "gmacs_flop_counter"}
-
-
-class Monodepth2Depth(nn.Module):
-    """Monodepth2's inference model: ResNet encoder + depth decoder (image in [0, 1] -> disparities)."""
-
-    def __init__(self, num_layers: int = 18):
-        super().__init__()
-        self.encoder = ResnetEncoder(num_layers)
-        self.depth_decoder = DepthDecoder(self.encoder.num_ch_enc)
-
-    def forward(self, image: torch.Tensor) -> dict:
-        return self.depth_decoder(self.encoder(image))
 
 
 def module_costs(module: nn.Module, inputs: tuple) -> dict:
@@ -61,7 +50,7 @@ def student_costs(model_cfg: dict, width: int, height: int) -> dict:
 
 def monodepth2_costs(width: int, height: int, num_layers: int = 18) -> dict:
     """Per-module costs of Monodepth2 (encoder + depth decoder)."""
-    model = Monodepth2Depth(num_layers).to("meta")
+    model = Monodepth2(num_layers, pose=False).to("meta")
     x = torch.empty(1, 3, height, width, device="meta")
     feats = model.encoder(x)
     return with_total({"encoder": module_costs(model.encoder, (x,)),
@@ -99,7 +88,8 @@ def latencies(model: nn.Module, width: int, height: int, device, runs: int, warm
 
 def run_efficiency(checkpoint, width: int, height: int, device, runs: int = 20, warmup: int = 3) -> dict:
     """The `efficiency` verb's record: costs and latency of the checkpoint's student and of Monodepth2."""
-    from pipeline.evaluate.predict import checkpoint_sha256, inference_model_config, load_student
+    from pipeline.evaluate.inference import inference_model_config, load_student
+    from pipeline.shards import file_sha256
 
     if width % 32 or height % 32 or width <= 0 or height <= 0:
         raise ValueError(f"efficiency: width and height must be positive multiples of 32, got {width}x{height}")
@@ -115,13 +105,13 @@ def run_efficiency(checkpoint, width: int, height: int, device, runs: int = 20, 
         "runs": int(runs),
         "warmup": int(warmup),
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": checkpoint_sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "conventions": {"gmacs_thop": "thop.profile (the paper's counter)",
                         "gmacs_flop_counter": "torch FlopCounterMode FLOPs / 2"},
         "models": {
             "ours": {"modules": student_costs(model_cfg, width, height),
                      "latency_s": latencies(student, width, height, device, runs, warmup)},
             "monodepth2": {"modules": monodepth2_costs(width, height),
-                           "latency_s": latencies(Monodepth2Depth(), width, height, device, runs, warmup)},
+                           "latency_s": latencies(Monodepth2(18, pose=False), width, height, device, runs, warmup)},
         },
     }

@@ -3,17 +3,19 @@
 Qualitative: for a few target frames of one dataset/split, the input image, the predicted depth
 (shown as inverse depth with the magma colour map, normalised per image at the 95th percentile,
 as Monodepth2 shows disparities) and the predicted classes in the Cityscapes palette.
+
+Outputs are explicit paths whose file names are fixed by the metrics files (`figure_names`):
+`qualitative_{variant}_{ds}_{split}.png` for each metrics file of the main variant and `abs_rel.png`.
+`colorize_depth` is also the depth rendering of `inspect --preview`.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import cityscapes
-
-log = logging.getLogger(__name__)
+from pipeline.atomic import atomic_path
 
 
 def _pyplot():
@@ -26,16 +28,24 @@ def _pyplot():
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) uint8 magma image of 1 / depth over [min, 95th percentile]
-    (Monodepth2's `test_simple.py` normalisation)."""
-    import matplotlib
+    """(H, W) depth -> (H, W, 3) uint8 RGB: inverse depth through the magma colour map (near = bright),
+    normalised over the valid (finite, > 0) pixels to [min, 95th percentile] as Monodepth2's
+    `test_simple.py` shows disparities; invalid pixels black. Sparse maps (LiDAR ground truth: under
+    half the pixels valid) have their points dilated to 3x3 so they can be seen."""
+    import cv2
 
-    depth = np.asarray(depth, dtype=np.float32)
-    inv = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0)
-    vmin, vmax = float(inv.min()), float(np.percentile(inv, 95))
-    scaled = (inv - vmin) / (vmax - vmin) if vmax > vmin else np.zeros_like(inv)
-    rgba = matplotlib.colormaps["magma"](np.clip(scaled, 0.0, 1.0))
-    return (rgba[..., :3] * 255).astype(np.uint8)
+    d = np.asarray(depth, np.float32)
+    valid = np.isfinite(d) & (d > 0)
+    inv = np.zeros_like(d)
+    inv[valid] = 1.0 / d[valid]
+    if valid.any():
+        lo, hi = float(inv[valid].min()), float(np.percentile(inv[valid], 95))
+        inv = np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(inv)
+    img = cv2.cvtColor(cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
+    img[~valid] = 0
+    if valid.mean() < 0.5:
+        img = cv2.dilate(img, np.ones((3, 3), np.uint8))
+    return img
 
 
 def pick(n: int, k: int) -> np.ndarray:
@@ -68,18 +78,37 @@ def qualitative(images: np.ndarray, depth: np.ndarray, seg: np.ndarray, titles: 
     return _save(fig, out)
 
 
-def qualitative_from_files(predictions, frames, out, k: int = 4, suptitle: str = "") -> Path:
-    """Qualitative PNG from a predictions h5 (`evaluate`) and the frames shard it was predicted from."""
-    from pipeline.evaluate.predict import read_predictions
+def qualitative_from_files(record: dict, predictions, frames, out, k: int = 4, suptitle: str = "") -> Path:
+    """Qualitative PNG of one metrics record from its predictions h5 (`evaluate`) and the frames shard it
+    was predicted from; both are checked against the record (`check_predictions`)."""
+    from pipeline.evaluate.predictions import read_predictions
     from pipeline.shards import open_shard
 
     pred = read_predictions(predictions)
-    if not len(pred["row"]):
-        raise ValueError(f"{predictions}: holds no predictions")
+    shard = open_shard(frames)
+    check_predictions(record, pred, predictions, shard, frames)
     idx = pick(len(pred["row"]), k)
-    images = open_shard(frames)["image"].oindex[pred["row"][idx]]
+    images = shard["image"].oindex[pred["row"][idx]]
     return qualitative(images, pred["depth"][idx].astype(np.float32), pred["seg"][idx],
                        [str(f)[-24:] for f in pred["frame_id"][idx]], out, suptitle)
+
+
+def check_predictions(record: dict, pred: dict, predictions, frames, frames_path) -> None:
+    """The predictions h5 belongs to the metrics record (its dataset and split attrs, one prediction per
+    evaluated frame) and to the frames shard (its frame ids at the predicted rows)."""
+    where = f"{predictions} (given for {record['path']})"
+    for key in ("dataset", "split"):
+        if key in pred["attrs"] and pred["attrs"][key] != record[key]:
+            raise ValueError(f"{where}: holds {key} {pred['attrs'][key]!r}, the metrics file {record[key]!r}")
+    if len(pred["row"]) != record["n_frames"] or not len(pred["row"]):
+        raise ValueError(f"{where}: holds {len(pred['row'])} predictions, the metrics file counts "
+                         f"{record['n_frames']} frames")
+    ids = np.asarray([str(x) for x in frames["frame_id"][:]])
+    if pred["row"].min() < 0 or pred["row"].max() >= len(ids):
+        raise ValueError(f"{where}: rows outside the {len(ids)} rows of the frames shard {frames_path}")
+    if not np.array_equal(ids[pred["row"]], pred["frame_id"]):
+        raise ValueError(f"{where}: frame ids differ from those of the frames shard {frames_path} at the "
+                         f"predicted rows (not the frames it was predicted from?)")
 
 
 def abs_rel_bars(values: dict[str, dict[str, float]], out, baselines: dict[str, dict[str, float]] | None = None,
@@ -109,24 +138,46 @@ def abs_rel_bars(values: dict[str, dict[str, float]], out, baselines: dict[str, 
     return _save(fig, out)
 
 
-def write_figures(records: list[dict], figures_dir, main_variant: str | None,
-                  predictions: dict | None = None) -> list[Path]:
-    """Qualitative PNG per dataset/split of `main_variant` and the Abs Rel bar chart; returns the files.
+def qualitative_name(variant: str, dataset: str, split: str) -> str:
+    return f"qualitative_{variant}_{dataset}_{split}.png"
 
-    `predictions` maps a metrics path to its h5; by default the h5 beside the metrics file (same
-    stem). A missing h5 or frames shard skips that figure with a warning."""
-    figures_dir = Path(figures_dir)
+
+ABS_REL_NAME = "abs_rel.png"
+
+
+def figure_names(records: list[dict], main_variant: str | None) -> list[str]:
+    """The figures `write_figures` makes: `qualitative_{variant}_{ds}_{split}.png` for each record of
+    `main_variant`, and `abs_rel.png` when there is any record."""
+    names = [qualitative_name(r["variant"], r["dataset"], r["split"]) for r in records if r["variant"] == main_variant]
+    return names + ([ABS_REL_NAME] if records else [])
+
+
+def match_outputs(requested, expected: list[str]) -> dict[str, Path]:
+    """{figure name: requested path}, matching by file name; ValueError when the requested names are not
+    exactly the expected ones (naming what is missing and what is unexpected) or repeat a name."""
+    requested = [Path(p) for p in requested]
+    names = [p.name for p in requested]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    missing, unexpected = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
+    if repeated or missing or unexpected:
+        raise ValueError("--figures must name exactly the figures the metrics files imply "
+                         f"({sorted(expected) or 'none'}): missing {missing}, unexpected {unexpected}"
+                         + (f", repeated {repeated}" if repeated else ""))
+    return {p.name: p for p in requested}
+
+
+def write_figures(records: list[dict], predictions: list, frames: list, outputs: dict[str, Path],
+                  main_variant: str | None) -> list[Path]:
+    """Qualitative PNG per record of `main_variant` (from its predictions h5 and frames shard: the lists
+    `predictions` and `frames` are parallel to `records`) and the Abs Rel bar chart over all records,
+    each written to `outputs[name]` (see `figure_names`, `match_outputs`). Returns the files."""
     written = []
-    for r in records:
+    for r, h5, shard in zip(records, predictions, frames, strict=True):
         if r["variant"] != main_variant:
             continue
-        h5 = Path((predictions or {}).get(r["path"]) or Path(r["path"]).with_suffix(".h5"))
-        frames = r.get("frames")
-        if not h5.is_file() or frames is None or not Path(frames).exists():
-            log.warning("no qualitative figure for %s: predictions %s or frames %s missing", r["path"], h5, frames)
-            continue
+        out = outputs[qualitative_name(r["variant"], r["dataset"], r["split"])]
         demo = " (synthetic demo)" if r.get("synthetic_demo") else ""
-        written.append(qualitative_from_files(h5, frames, figures_dir / f"qualitative_{r['dataset']}_{r['split']}.png",
+        written.append(qualitative_from_files(r, h5, shard, out,
                                               suptitle=f"{r['dataset']} {r['split']} [{r['variant']}]{demo}"))
     bars: dict[str, dict[str, float]] = {}
     base: dict[str, dict[str, float]] = {}
@@ -134,14 +185,16 @@ def write_figures(records: list[dict], figures_dir, main_variant: str | None,
         bars.setdefault(r["variant"], {})[f"{r['dataset']} {r['split']}"] = r["depth"]["abs_rel"]
         base.setdefault(r["variant"], {})[f"{r['dataset']} {r['split']}"] = r["baseline_constant"]["abs_rel"]
     if bars:
-        written.append(abs_rel_bars(bars, figures_dir / "abs_rel.png", base))
+        written.append(abs_rel_bars(bars, outputs[ABS_REL_NAME], base))
     return written
 
 
 def _save(fig, out) -> Path:
+    """PNG written atomically; the figure is closed."""
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    _pyplot().close(fig)
-    return out
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        _pyplot().close(fig)
+    return Path(out)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.atomic import write_text
 from pipeline.evaluate import paper
 
 PAPER = " (paper)"
@@ -368,23 +367,12 @@ def to_latex(tables: list[Table]) -> str:
     return "\n".join(out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_tables(tables: list[Table], out_dir, header: str = "") -> dict[str, Path]:
-    """tables.md, tables.csv, tables.tex in `out_dir` (each written atomically)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"tables.{ext}" for ext in ("md", "csv", "tex")}
-    _write_atomic(paths["md"], to_markdown(tables, header))
-    _write_atomic(paths["csv"], to_csv(tables))
-    _write_atomic(paths["tex"], to_latex(tables))
+def write_tables(tables: list[Table], md, csv_path, tex, header: str = "") -> dict[str, Path]:
+    """The tables as Markdown (`md`), CSV (`csv_path`) and LaTeX (`tex`), each written atomically."""
+    paths = {"md": Path(md), "csv": Path(csv_path), "tex": Path(tex)}
+    write_text(paths["md"], to_markdown(tables, header))
+    write_text(paths["csv"], to_csv(tables))
+    write_text(paths["tex"], to_latex(tables))
     return paths
 
 

@@ -26,6 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import checkpoints
+from pipeline.checkpoints import TrainingState
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
@@ -279,20 +282,10 @@ def _checkpoint_state(epoch, settings, nets, opt_g, opt_d, pools, rng) -> dict:
     }
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _restore(state: dict, path: Path, settings, nets, opt_g, opt_d, pools, rng, device) -> int:
-    """Load a training checkpoint into the objects; return the number of completed epochs."""
+def _restore(state: dict, nets, opt_g, opt_d, pools, rng, device) -> int:
+    """Load a training state into the objects; return the number of completed epochs."""
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a CycleGAN training checkpoint of version {CHECKPOINT_VERSION}")
-    if state["settings"] != settings:
-        raise ValueError(f"{path}: checkpoint was written with settings {state['settings']}, "
-                         f"this run uses {settings}; delete it or use the same settings")
+        raise ValueError(f"not a CycleGAN training state of version {CHECKPOINT_VERSION}")
     for k, net in nets.items():
         net.load_state_dict(state["nets"][k])
     opt_g.load_state_dict(state["opt_G"])
@@ -306,15 +299,15 @@ def _restore(state: dict, path: Path, settings, nets, opt_g, opt_d, pools, rng, 
 
 def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9, n_epochs: int = 100,
                    n_epochs_decay: int = 100, crop: int = 256, batch_size: int = 1, lr: float = 2e-4,
-                   device="cpu", seed: int = 0, checkpoint_path=None, progress: bool = True,
+                   device="cpu", seed: int = 0, state: TrainingState | None = None, progress: bool = True,
                    pool_size: int = 50) -> tuple[ResnetGenerator, ResnetGenerator]:
     """Train CycleGAN on unpaired uint8 (N, H, W, 3) day and night images (numpy or zarr arrays).
 
     An epoch is ceil(max(N_day, N_night) / batch_size) iterations of random `crop` x `crop` patches
     with random horizontal flips (unpaired: day and night rows drawn independently). With
-    `checkpoint_path`, a resumable checkpoint (networks, optimisers, pools, random states) is
-    written after every epoch and an existing one is resumed from (its settings must match;
-    `n_epochs`/`n_epochs_decay` may grow). Returns (G_day2night, G_night2day) in eval mode on CPU."""
+    `state` (a `pipeline.checkpoints.TrainingState` keyed by the run's settings and inputs), the
+    networks, optimisers, pools and random states are saved after every epoch and the newest saved
+    epoch is resumed from. Returns (G_day2night, G_night2day) in eval mode on CPU."""
     _check_images(day_images, "day_images")
     _check_images(night_images, "night_images")
     device = torch.device(device)
@@ -330,13 +323,9 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
     rng = np.random.default_rng(seeds[0])
     pools = {"fake_night": ImagePool(pool_size, np.random.default_rng(seeds[1])),
              "fake_day": ImagePool(pool_size, np.random.default_rng(seeds[2]))}
-    start = 0
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        start = _restore(state, ckpt, settings, nets, opt_g, opt_d, pools, rng, device)
-        log.info("resumed CycleGAN from %s after epoch %d", ckpt, start)
     total = n_epochs + n_epochs_decay
+    saved = state.latest(total) if state is not None else None
+    start = _restore(saved, nets, opt_g, opt_d, pools, rng, device) if saved is not None else 0
     iters = math.ceil(max(day_images.shape[0], night_images.shape[0]) / batch_size)
     for net in nets.values():
         net.train()
@@ -355,8 +344,8 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
                             D=f"{terms['D_night'] + terms['D_day']:.3f}")
         log.info("cyclegan epoch %d/%d lr %.2e %s", epoch + 1, total, opt_g.param_groups[0]["lr"],
                  " ".join(f"{k}={v / iters:.4f}" for k, v in sums.items()))
-        if ckpt is not None:
-            _save_atomic(_checkpoint_state(epoch + 1, settings, nets, opt_g, opt_d, pools, rng), ckpt)
+        if state is not None:
+            state.save(epoch + 1, _checkpoint_state(epoch + 1, settings, nets, opt_g, opt_d, pools, rng))
     return nets["G_day2night"].cpu().eval(), nets["G_night2day"].cpu().eval()
 
 
@@ -364,7 +353,7 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
 def save_generator(G: ResnetGenerator, path) -> Path:
     """Save the generator's plain CPU state dict, as the reference saves `latest_net_G_A.pth`."""
     path = Path(path)
-    _save_atomic({k: v.detach().cpu() for k, v in G.state_dict().items()}, path)
+    checkpoints.save({k: v.detach().cpu() for k, v in G.state_dict().items()}, path)
     return path
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -23,8 +22,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline import cityscapes
+from pipeline.atomic import atomic_path
 from pipeline.devices import resolve_device
-from pipeline.shards import ShardWriter, file_sha256, open_shard, replace_dir
+from pipeline.shards import ShardWriter, file_sha256, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -227,44 +227,6 @@ def predict(model, processor, images, batch_size: int, device, progress: bool = 
             bar.update(stop - start)
 
 
-class _ShardBuffer:
-    """Collect rows (written in increasing order) and write each zarr shard whole: partial
-    shard writes re-read and re-write the shard file."""
-
-    def __init__(self, writer: ShardWriter, name: str, row_shape, dtype, rows_per_shard: int | None = None,
-                 compress: bool = True):
-        # top-k labels compress ~2.4x with blosc-zstd (benchmarks/teachers.py): 15x smaller than dense float16
-        writer.create(name, row_shape, dtype, rows_per_shard=rows_per_shard, compress=compress)
-        self.writer, self.name = writer, name
-        self.rows_per_shard = writer.rows_per_shard[name]
-        self.block = np.zeros((self.rows_per_shard, *row_shape), dtype=dtype)
-        self.shard: int | None = None
-
-    def put(self, start: int, block: np.ndarray) -> None:
-        pos = 0
-        while pos < len(block):
-            row = start + pos
-            shard = row // self.rows_per_shard
-            if shard != self.shard:
-                if self.shard is not None and shard < self.shard:
-                    raise ValueError(f"{self.name}: rows must be written in increasing order")
-                self.flush()
-                self.shard = shard
-            offset = row - shard * self.rows_per_shard
-            take = min(len(block) - pos, self.rows_per_shard - offset)
-            self.block[offset:offset + take] = block[pos:pos + take]
-            pos += take
-
-    def flush(self) -> None:
-        if self.shard is None:
-            return
-        first = self.shard * self.rows_per_shard
-        count = min(self.rows_per_shard, self.writer.n_rows - first)
-        self.writer.write(self.name, first, self.block[:count])
-        self.block[:] = 0
-        self.shard = None
-
-
 def write_pseudolabels(frames_path: str | os.PathLike, out_path: str | os.PathLike, model, processor, *,
                        teacher: Mapping[str, Any], k: int = 3, tau: float = 0.1, batch_size: int = 4,
                        device="auto", attrs: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
@@ -284,8 +246,9 @@ def write_pseudolabels(frames_path: str | os.PathLike, out_path: str | os.PathLi
     meta = {**dict(attrs or {}), "labels": list(cityscapes.NAMES), "k": int(k), "teacher": dict(teacher),
             "processor": json.loads(processor.to_json_string())}
     with ShardWriter(out_path, n, meta) as writer:
-        classes_out = _ShardBuffer(writer, "topk_class", (height, width, k), np.uint8)
-        probs_out = _ShardBuffer(writer, "topk_prob", (height, width, k), np.uint8)
+        # top-k labels compress ~2.4x with blosc-zstd (benchmarks/teachers.py): 15x smaller than dense float16
+        classes_out = writer.rows("topk_class", (height, width, k), np.uint8, compress=True)
+        probs_out = writer.rows("topk_prob", (height, width, k), np.uint8, compress=True)
         for start, probs in predict(model, processor, images, batch_size, device, progress, rows=rows):
             top_class, top_prob = topk_labels(probs, k)
             classes_out.put(start, top_class)
@@ -294,8 +257,8 @@ def write_pseudolabels(frames_path: str | os.PathLike, out_path: str | os.PathLi
             total += float(lost.double().sum())
             peak = max(peak, float(lost.max()))
             pixels += lost.numel()
-        classes_out.flush()
-        probs_out.flush()
+        classes_out.close()
+        probs_out.close()
         report = {"mean": total / pixels if pixels else 0.0, "max": peak, "tau": float(tau), "k": int(k),
                   "pixels": int(pixels)}
         writer.attrs["dropped_mass"] = report
@@ -350,12 +313,12 @@ def _training_tensors(processor, images: np.ndarray, labels: np.ndarray):
     return inputs["pixel_values"], list(inputs["mask_labels"]), [c.long() for c in inputs["class_labels"]]
 
 
-def fit_demo_teacher(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *, minutes: float,
+def fit_demo_teacher(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *, max_steps: int,
                      device="auto", seed: int = 0, config_overrides: Mapping[str, Any] | None = None,
-                     max_steps: int | None = None, batch_size: int = 4, lr: float = 1e-3) -> dict:
+                     batch_size: int = 4, lr: float = 1e-3) -> dict:
     """Fit a small randomly initialised Mask2Former on uint8 images (N, H, W, 3) and train-id
-    label maps (N, H, W) (255 = ignore) with the library's own loss, for `minutes` of wall clock
-    (or `max_steps`, whichever comes first; at least one step); save model and image processor
+    label maps (N, H, W) (255 = ignore) with the library's own loss for `max_steps` steps (no wall
+    clock: the same seed gives the same teacher); save model and image processor
     with `save_pretrained` into `out_dir` (atomically), loadable by `load_teacher`.
     Returns {steps, losses, first_loss, last_loss, seconds}."""
     from transformers import Mask2FormerForUniversalSegmentation
@@ -371,16 +334,17 @@ def fit_demo_teacher(images: np.ndarray, labels: np.ndarray, out_dir: str | os.P
     pixel_values, mask_labels, class_labels = _training_tensors(processor, images, labels)
     model = Mask2FormerForUniversalSegmentation(demo_config(config_overrides)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     losses: list[float] = []
     began = time.monotonic()
-    deadline = began + minutes * 60.0
-    while (max_steps is None or len(losses) < max_steps) and (not losses or time.monotonic() < deadline):
+    for _ in tqdm(range(max_steps), desc="demo Mask2Former", mininterval=10):
         pick = rng.choice(len(pixel_values), size=min(batch_size, len(pixel_values)), replace=False)
         flip = bool(rng.random() < 0.5)
         losses.append(_train_step(model, optimizer, pixel_values, mask_labels, class_labels, pick, flip, device))
     seconds = time.monotonic() - began
     report = {"steps": len(losses), "losses": losses, "first_loss": losses[0], "last_loss": losses[-1],
-              "seconds": seconds, "seed": seed, "minutes": minutes, "max_steps": max_steps}
+              "seconds": seconds, "seed": seed, "max_steps": max_steps}
     log.info("demo Mask2Former: %d steps in %.1f s, loss %.3f -> %.3f", len(losses), seconds, losses[0], losses[-1])
     _save_checkpoint(model.eval(), processor, Path(out_dir), report)
     return report
@@ -403,10 +367,8 @@ def _train_step(model, optimizer, pixel_values, mask_labels, class_labels, pick,
 
 def _save_checkpoint(model, processor, out_dir: Path, report: Mapping[str, Any]) -> None:
     """save_pretrained model + processor (+ fit_log.json) into a temporary folder, then rename into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "fit_log.json").write_text(json.dumps(report, indent=1))
-    check_checkpoint_folder(tmp)
-    replace_dir(tmp, out_dir)
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "fit_log.json").write_text(json.dumps(report, indent=1))
+        check_checkpoint_folder(tmp)

@@ -20,11 +20,15 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from pipeline import checkpoints
+from pipeline.checkpoints import TrainingState
+from pipeline.datasets.images import CropResize
 from pipeline.geometry import K3_to_K4, disp_to_depth, flip_K
 from pipeline.losses import self_supervised_loss
 from pipeline.model.decoders import DepthDecoder
 from pipeline.model.encoder import ResnetEncoder
 from pipeline.model.pose import PoseNet
+from pipeline.triplets import usable_targets
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +130,6 @@ def load_weights(folder, device="cpu") -> Monodepth2:
     return model.to(torch.device(device)).eval()
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _cpu_state(module: nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
@@ -148,18 +146,11 @@ def save_weights(model: Monodepth2, folder, height: int, width: int) -> list[Pat
         files["pose_encoder.pth"] = _cpu_state(model.pose_encoder)
         files["pose.pth"] = _cpu_state(model.pose_decoder)
     for name, state in files.items():
-        _save_atomic(state, folder / name)
+        checkpoints.save(state, folder / name)
     return [folder / n for n in files]
 
 
 # ----------------------------------------------------------------------------- data
-def trainable_rows(frames) -> np.ndarray:
-    """Rows of a frames group that are targets with both a previous and a next frame."""
-    target = np.asarray(frames["target"][:], bool)
-    prev, nxt = np.asarray(frames["prev"][:]), np.asarray(frames["next"][:])
-    return np.flatnonzero(target & (prev >= 0) & (nxt >= 0))
-
-
 def _to_float(images_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float() / 255.0
@@ -169,14 +160,6 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def scale_K(K: torch.Tensor, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> torch.Tensor:
-    """(B, 3, 3) intrinsics of an image of size from_hw -> of the same image resized to to_hw."""
-    K = K.clone()
-    K[:, 0] *= to_hw[1] / from_hw[1]
-    K[:, 1] *= to_hw[0] / from_hw[0]
-    return K
 
 
 def load_batch(frames, rows: np.ndarray, height: int, width: int, rng: np.random.Generator | None = None,
@@ -191,7 +174,7 @@ def load_batch(frames, rows: np.ndarray, height: int, width: int, rng: np.random
     src_hw = tuple(images.shape[1:3])
     batch = {k: _resize(_to_float(np.stack([images[int(i)] for i in v])), (height, width)) for k, v in ids.items()}
     K = torch.from_numpy(np.stack([np.asarray(frames["K"][int(r)], np.float32) for r in rows]))
-    batch["K"] = scale_K(K, src_hw, (height, width))
+    batch["K"] = CropResize.resize(src_hw[::-1], (width, height)).intrinsics(K)
     if rng is None:
         batch.update({f"aug_{k}": batch[k] for k in FRAMES})
         return batch
@@ -234,13 +217,9 @@ def _checkpoint(epoch, settings, model, opt, sched, rng) -> dict:
             "rng": {"data": rng.bit_generator.state, "torch": torch.get_rng_state()}}
 
 
-def _resume(path: Path, settings, model, opt, sched, rng, device) -> int:
-    state = torch.load(path, map_location=device, weights_only=True)
+def _resume(state: dict, model, opt, sched, rng) -> int:
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a depth-teacher training checkpoint of version {CHECKPOINT_VERSION}")
-    if state["settings"] != settings:
-        raise ValueError(f"{path}: checkpoint was written with settings {state['settings']}, this run uses "
-                         f"{settings}; delete it or use the same settings")
+        raise ValueError(f"not a depth-teacher training state of version {CHECKPOINT_VERSION}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -258,17 +237,17 @@ def _check_size(height: int, width: int) -> None:
 
 def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 20, batch_size: int = 12,
                         lr: float = 1e-4, scheduler_step: int = 15, min_depth: float = 0.1, max_depth: float = 100.0,
-                        device="cpu", seed: int = 0, out_dir, progress: bool = True, checkpoint_path=None,
+                        device="cpu", seed: int = 0, out_dir, progress: bool = True, state: TrainingState | None = None,
                         color_aug: bool = True, pretrained_path=None) -> Monodepth2:
     """Train Monodepth2 (monocular, ResNet-18, frames 0, -1, +1) on the target rows of a frames group
     that have both neighbours; write the official weights folder to `out_dir` and return the model.
 
     Adam(lr), StepLR(scheduler_step, 0.1) per epoch; random flips and (with `color_aug`) colour jitter.
     `pretrained_path`: an optional local torchvision ResNet-18 .pth for both encoders (Monodepth2 starts
-    from ImageNet). With `checkpoint_path`, a resumable state is written after every epoch and resumed
-    from when present (same settings required; `epochs` may grow)."""
+    from ImageNet). With `state` (a `pipeline.checkpoints.TrainingState` keyed by the run's settings and
+    inputs), the training state is saved after every epoch and the newest saved epoch resumed from."""
     _check_size(height, width)
-    rows = trainable_rows(frames_group)
+    rows = usable_targets(frames_group)
     if len(rows) == 0:
         raise ValueError("frames group has no target rows with both a previous and a next frame (prev, next >= 0)")
     device = torch.device(device)
@@ -280,10 +259,8 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
     settings = {"height": height, "width": width, "batch_size": batch_size, "lr": lr, "scheduler_step": scheduler_step,
                 "min_depth": min_depth, "max_depth": max_depth, "seed": seed, "color_aug": color_aug,
                 "rows": len(rows)}
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
-    start = _resume(ckpt, settings, model, opt, sched, rng, device) if ckpt is not None and ckpt.exists() else 0
-    if start:
-        log.info("resumed depth teacher from %s after epoch %d", ckpt, start)
+    saved = state.latest(epochs) if state is not None else None
+    start = _resume(saved, model, opt, sched, rng) if saved is not None else 0
     steps = math.ceil(len(rows) / batch_size)
     for epoch in range(start, epochs):
         model.train()
@@ -301,9 +278,8 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
         sched.step()
         log.info("depth teacher epoch %d/%d loss %.5f lr %.2e", epoch + 1, epochs, total / steps,
                  opt.param_groups[0]["lr"])
-        if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic(_checkpoint(epoch + 1, settings, model, opt, sched, rng), ckpt)
+        if state is not None:
+            state.save(epoch + 1, _checkpoint(epoch + 1, settings, model, opt, sched, rng))
     save_weights(model, out_dir, height, width)
     model.height, model.width = height, width
     return model.eval()

@@ -9,7 +9,7 @@ rule demo_data:
         keyframes=config["demo"]["keyframes_per_scene"],
         sweeps=config["demo"]["sweeps_between"],
         frames_per_run=config["demo"]["robotcar_frames_per_run"],
-        code=code_digest("datasets/render.py", "datasets/demo.py"),
+        code=code_digest("demo-data"),
     log:
         f"{R}/logs/demo_data/{{ds}}.log",
     benchmark:
@@ -33,14 +33,10 @@ rule splits:
         expand(f"{R}/{{{{ds}}}}/splits/{{split}}.txt", split=SPLITS),
     params:
         root=dataset_root,
-        version=lambda w: ds_cfg(w.ds).get("version", ""),
-        split_files=lambda w: split_files_json(w.ds),
-        day_clear_only=lambda w: ds_cfg(w.ds).get("day_clear_only", True),
-        runs=lambda w: __import__("json").dumps(ds_cfg(w.ds).get("runs", {})),
-        test_every=lambda w: ds_cfg(w.ds).get("test_every", 5),
-        test_fraction=lambda w: ds_cfg(w.ds).get("test_fraction", 0.3),
+        options=dataset_options("splits"),
+        split_files=lambda w: json.dumps(ds_cfg(w.ds)["split_files"]),
         out_dir=lambda w: f"{R}/{w.ds}/splits",
-        code=code_digest("datasets"),
+        code=code_digest("splits"),
     log:
         f"{R}/logs/splits/{{ds}}.log",
     benchmark:
@@ -52,10 +48,8 @@ rule splits:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} splits --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
-        " --out-dir {params.out_dir} --split-files '{params.split_files}' --day-clear-only {params.day_clear_only}"
-        " --runs '{params.runs}' --test-every {params.test_every} --test-fraction {params.test_fraction}"
-        " > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} splits --dataset {wildcards.ds} --root {params.root}"
+        " --options '{params.options}' --split-files '{params.split_files}' --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule extract_frames:
@@ -66,13 +60,12 @@ rule extract_frames:
         directory(f"{R}/{{ds}}/frames/{{split}}.zarr"),
     params:
         root=dataset_root,
-        version=lambda w: ds_cfg(w.ds).get("version", ""),
-        crop=lambda w: crop_args(w.ds),
+        options=dataset_options("extract_frames"),
+        crop=lambda w: " ".join(str(int(c)) for c in ds_cfg(w.ds)["crop"]),
         width=lambda w: ds_cfg(w.ds)["width"],
         height=lambda w: ds_cfg(w.ds)["height"],
-        neighbours=lambda w: ds_cfg(w.ds).get("neighbours", "sweeps"),
         rows_per_shard=config["extract"]["rows_per_shard"],
-        code=code_digest("datasets", "geometry.py"),
+        code=code_digest("extract-frames"),
     log:
         f"{R}/logs/extract_frames/{{ds}}_{{split}}.log",
     benchmark:
@@ -84,9 +77,9 @@ rule extract_frames:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} extract-frames --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
-        " --split-file {input.split} --out {output} --crop {params.crop} --width {params.width}"
-        " --height {params.height} --neighbours {params.neighbours} --threads {threads}"
+        "OMP_NUM_THREADS={threads} {PY} extract-frames --dataset {wildcards.ds} --root {params.root}"
+        " --options '{params.options}' --split-file {input.split} --out {output} --crop {params.crop}"
+        " --width {params.width} --height {params.height} --threads {threads}"
         " --rows-per-shard {params.rows_per_shard} > {log} 2>&1"
 
 
@@ -98,11 +91,10 @@ rule gt_depth:
         directory(f"{R}/{{ds}}/gt_depth/{{split}}.zarr"),
     params:
         root=dataset_root,
-        version=lambda w: ds_cfg(w.ds).get("version", ""),
+        options=dataset_options("gt_depth"),
         eval_width=lambda w: ds_cfg(w.ds)["eval_width"],
         eval_height=lambda w: ds_cfg(w.ds)["eval_height"],
-        window=lambda w: ds_cfg(w.ds).get("lidar_window_us", 4000000),
-        code=code_digest("datasets", "geometry.py"),
+        code=code_digest("gt-depth"),
     log:
         f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
     benchmark:
@@ -114,6 +106,6 @@ rule gt_depth:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} gt-depth --dataset {wildcards.ds} --root {params.root} --version '{params.version}'"
-        " --frames {input.frames} --out {output} --eval-width {params.eval_width}"
-        " --eval-height {params.eval_height} --lidar-window-us {params.window} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} gt-depth --dataset {wildcards.ds} --root {params.root}"
+        " --options '{params.options}' --frames {input.frames} --out {output} --eval-width {params.eval_width}"
+        " --eval-height {params.eval_height} > {log} 2>&1"

@@ -1,9 +1,21 @@
 # Stage 5: evaluation (Monodepth2 depth protocol, confusion-matrix mIoU), efficiency, the paper's tables.
 
 
+def main_variant():
+    return "full" if "full" in variants() else sorted(variants())[0]
+
+
+def figure_outputs():
+    """The figures eval-tables makes: a qualitative grid per test split of the main variant, and abs_rel."""
+    v = main_variant()
+    return [f"{R}/figures/qualitative_{v}_{ds}_{split}.png" for ds, split in eval_cases(v)] + [
+        f"{R}/figures/abs_rel.png"
+    ]
+
+
 rule evaluate:
     input:
-        checkpoint=f"{R}/train/{{variant}}/checkpoints/last.pt",
+        checkpoint=f"{R}/train/{{ds}}/{{variant}}/checkpoints/last.pt",
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
         gt=f"{R}/{{ds}}/gt_depth/{{split}}.zarr",
         seg_teacher=f"{R}/{{ds}}/seg_teacher/{{split}}.zarr",
@@ -14,7 +26,7 @@ rule evaluate:
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
-        code=code_digest("evaluate", "model", "geometry.py", "devices.py"),
+        code=code_digest("evaluate"),
     log:
         f"{R}/logs/evaluate/{{variant}}_{{ds}}_{{split}}.log",
     benchmark:
@@ -35,17 +47,16 @@ rule evaluate:
 
 rule evaluate_depth_teacher:
     input:
-        weights=depth_weights_input,
+        weights=depth_weights,
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
         gt=f"{R}/{{ds}}/gt_depth/{{split}}.zarr",
     output:
         f"{R}/eval/teachers/depth_{{ds}}_{{split}}.json",
     params:
-        weights=depth_weights,
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
-        code=code_digest("evaluate", "teachers/monodepth2.py", "model", "devices.py"),
+        code=code_digest("evaluate-depth-teacher"),
     log:
         f"{R}/logs/evaluate_depth_teacher/{{ds}}_{{split}}.log",
     benchmark:
@@ -58,23 +69,25 @@ rule evaluate_depth_teacher:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} evaluate-depth-teacher --weights {params.weights} --frames {input.frames}"
+        "OMP_NUM_THREADS={threads} {PY} evaluate-depth-teacher --weights {input.weights} --frames {input.frames}"
         " --gt {input.gt} --dataset {wildcards.ds} --split {wildcards.split} --max-depth {params.max_depth}"
         " --batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule efficiency:
     input:
-        checkpoint=f"{R}/train/full/checkpoints/last.pt",
+        checkpoint=lambda w: checkpoint_path(train_datasets()[0], main_variant()),
     output:
         f"{R}/eval/efficiency.json",
     params:
         width=config["model"]["width"],
         height=config["model"]["height"],
         device=config["device"],
-        code=code_digest("evaluate", "model"),
+        code=code_digest("efficiency"),
     log:
         f"{R}/logs/efficiency.log",
+    benchmark:
+        f"{R}/benchmarks/efficiency.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -83,24 +96,28 @@ rule efficiency:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} efficiency --checkpoint {input.checkpoint} --width {params.width} --height {params.height}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} efficiency --checkpoint {input.checkpoint} --width {params.width}"
+        " --height {params.height} --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule eval_tables_files:
     input:
-        metrics=[p for v in variants() for p in eval_outputs(v)],
+        metrics=[metrics_path(v, ds, s) for v in variants() for ds, s in eval_cases(v)],
+        predictions=[metrics_path(v, ds, s)[: -len(".json")] + ".h5" for v in variants() for ds, s in eval_cases(v)],
+        frames=[f"{R}/{ds}/frames/{s}.zarr" for v in variants() for ds, s in eval_cases(v)],
         efficiency=f"{R}/eval/efficiency.json",
         teacher=[f"{R}/eval/teachers/depth_{ds}_{split}.json" for ds in train_datasets() for split in TEST_SPLITS],
     output:
         md=f"{R}/tables/tables.md",
         csv=f"{R}/tables/tables.csv",
         tex=f"{R}/tables/tables.tex",
+        figures=figure_outputs(),
     params:
-        figures=f"{R}/figures",
-        code=code_digest("evaluate"),
+        code=code_digest("eval-tables"),
     log:
         f"{R}/logs/eval_tables.log",
+    benchmark:
+        f"{R}/benchmarks/eval_tables.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -108,6 +125,6 @@ rule eval_tables_files:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} eval-tables --metrics {input.metrics} --efficiency {input.efficiency}"
-        " --teacher-metrics {input.teacher}"
-        " --out-dir $(dirname {output.md}) --figures-dir {params.figures} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} eval-tables --metrics {input.metrics} --predictions {input.predictions}"
+        " --frames {input.frames} --efficiency {input.efficiency} --teacher-metrics {input.teacher}"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} --figures {output.figures} > {log} 2>&1"

@@ -7,27 +7,32 @@ def generator_for(wildcards):
     return f"{R}/{wildcards.ds}/cyclegan/{name}"
 
 
-def pretrained_generator_args(wildcards):
+def pretrained_generators():
     g = config["cyclegan"]["generators"]
-    if g == "train":
+    return [] if g == "train" else [g["day2night"], g["night2day"]]
+
+
+def pretrained_generator_args(wildcards, input):
+    if not input.pretrained:
         return ""
-    return f"--pretrained-day2night {g['day2night']} --pretrained-night2day {g['night2day']}"
+    return f"--pretrained-day2night {input.pretrained[0]} --pretrained-night2day {input.pretrained[1]}"
 
 
 rule train_cyclegan:
     input:
         day=f"{R}/{{ds}}/frames/train_day.zarr",
         night=f"{R}/{{ds}}/frames/train_night.zarr",
+        pretrained=pretrained_generators(),
     output:
         day2night=f"{R}/{{ds}}/cyclegan/G_day2night.pth",
         night2day=f"{R}/{{ds}}/cyclegan/G_night2day.pth",
     params:
-        out_dir=lambda w: f"{R}/{w.ds}/cyclegan",
         c=config["cyclegan"],
         pretrained=pretrained_generator_args,
+        state_dir=lambda w: state_dir("train_cyclegan", w.ds),
         device=config["device"],
         seed=config["seed"],
-        code=code_digest("synth", "devices.py"),
+        code=code_digest("train-cyclegan"),
     log:
         f"{R}/logs/train_cyclegan/{{ds}}.log",
     benchmark:
@@ -40,7 +45,8 @@ rule train_cyclegan:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} train-cyclegan --day {input.day} --night {input.night} --out-dir {params.out_dir}"
+        "OMP_NUM_THREADS={threads} {PY} train-cyclegan --day {input.day} --night {input.night}"
+        " --out-day2night {output.day2night} --out-night2day {output.night2day} --state-dir {params.state_dir}"
         " --ngf {params.c[ngf]} --n-blocks {params.c[n_blocks]} --epochs {params.c[epochs]}"
         " --epochs-decay {params.c[epochs_decay]} --crop {params.c[crop]} --batch-size {params.c[batch_size]}"
         " --lr {params.c[lr]} --device {params.device} --seed {params.seed} {params.pretrained} > {log} 2>&1"
@@ -53,9 +59,9 @@ rule translate:
     output:
         directory(f"{R}/{{ds}}/synth/{{split}}.zarr"),
     params:
-        batch_size=4,
+        batch_size=config["cyclegan"]["batch_size_translate"],
         device=config["device"],
-        code=code_digest("synth", "devices.py"),
+        code=code_digest("translate"),
     log:
         f"{R}/logs/translate/{{ds}}_{{split}}.log",
     benchmark:

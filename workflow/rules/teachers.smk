@@ -6,17 +6,15 @@ def seg_checkpoint(wildcards):
     return f"{R}/{wildcards.ds}/seg_teacher/demo_checkpoint" if ckpt == "demo" else ckpt
 
 
-def seg_checkpoint_input(wildcards):
-    return [seg_checkpoint(wildcards)] if config["seg_teacher"]["checkpoint"] == "demo" else []
-
-
 def depth_weights(wildcards):
     w = config["depth_teacher"]["weights"]
     return f"{R}/{wildcards.ds}/depth_teacher/weights" if w == "train" else w
 
 
-def depth_weights_input(wildcards):
-    return [depth_weights(wildcards)] if config["depth_teacher"]["weights"] == "train" else []
+def imagenet_weights():
+    """The local torchvision ResNet file of model.encoder.pretrained (student and teacher encoders), if any."""
+    path = config["model"]["encoder"]["pretrained"]
+    return [path] if path else []
 
 
 rule demo_seg_teacher:
@@ -26,11 +24,11 @@ rule demo_seg_teacher:
     output:
         directory(f"{R}/{{ds}}/seg_teacher/demo_checkpoint"),
     params:
-        minutes=config["seg_teacher"]["demo_minutes"],
         max_steps=config["seg_teacher"]["demo_max_steps"],
+        batch_size=config["seg_teacher"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-        code=code_digest("teachers/mask2former.py", "devices.py"),
+        code=code_digest("fit-demo-seg-teacher"),
     log:
         f"{R}/logs/demo_seg_teacher/{{ds}}.log",
     benchmark:
@@ -44,22 +42,22 @@ rule demo_seg_teacher:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} {PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
-        " --minutes {params.minutes} --max-steps {params.max_steps} --device {params.device} --seed {params.seed} > {log} 2>&1"
+        " --max-steps {params.max_steps} --batch-size {params.batch_size} --device {params.device}"
+        " --seed {params.seed} > {log} 2>&1"
 
 
 rule seg_pseudolabels:
     input:
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
-        checkpoint=seg_checkpoint_input,
+        checkpoint=seg_checkpoint,
     output:
         directory(f"{R}/{{ds}}/seg_teacher/{{split}}.zarr"),
     params:
-        checkpoint=seg_checkpoint,
         topk=config["seg_teacher"]["topk"],
         tau=config["seg_teacher"]["tau"],
         batch_size=config["seg_teacher"]["batch_size"],
         device=config["device"],
-        code=code_digest("teachers/mask2former.py", "devices.py"),
+        code=code_digest("seg-pseudolabels"),
     log:
         f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
     benchmark:
@@ -72,21 +70,24 @@ rule seg_pseudolabels:
     conda:
         ENV
     shell:
-        "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} {PY} seg-pseudolabels --frames {input.frames} --checkpoint {params.checkpoint}"
-        " --out {output} --topk {params.topk} --tau {params.tau} --batch-size {params.batch_size}"
-        " --device {params.device} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} {PY} seg-pseudolabels --frames {input.frames}"
+        " --checkpoint {input.checkpoint} --out {output} --topk {params.topk} --tau {params.tau}"
+        " --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"
 
 
 rule train_depth_teacher:
     input:
         frames=f"{R}/{{ds}}/frames/train_day.zarr",
+        pretrained=imagenet_weights(),
     output:
         directory(f"{R}/{{ds}}/depth_teacher/weights"),
     params:
         c=config["depth_teacher"],
+        pretrained=lambda w, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
+        state_dir=lambda w: state_dir("train_depth_teacher", w.ds),
         device=config["device"],
         seed=config["seed"],
-        code=code_digest("teachers/monodepth2.py", "model", "losses.py", "geometry.py", "devices.py"),
+        code=code_digest("train-depth-teacher"),
     log:
         f"{R}/logs/train_depth_teacher/{{ds}}.log",
     benchmark:
@@ -99,23 +100,23 @@ rule train_depth_teacher:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} train-depth-teacher --frames {input.frames} --out-dir {output} --epochs {params.c[epochs]}"
-        " --batch-size {params.c[batch_size]} --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]}"
-        " --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]} --device {params.device}"
-        " --seed {params.seed} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} train-depth-teacher --frames {input.frames} --out-dir {output}"
+        " --state-dir {params.state_dir} --epochs {params.c[epochs]} --batch-size {params.c[batch_size]}"
+        " --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]} --min-depth {params.c[min_depth]}"
+        " --max-depth {params.c[max_depth]} --color-aug {params.c[color_aug]} {params.pretrained}"
+        " --device {params.device} --seed {params.seed} > {log} 2>&1"
 
 
 rule depth_pseudolabels:
     input:
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
-        weights=depth_weights_input,
+        weights=depth_weights,
     output:
         directory(f"{R}/{{ds}}/depth_teacher/{{split}}.zarr"),
     params:
-        weights=depth_weights,
         c=config["depth_teacher"],
         device=config["device"],
-        code=code_digest("teachers/monodepth2.py", "model", "geometry.py", "devices.py"),
+        code=code_digest("depth-pseudolabels"),
     log:
         f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}.log",
     benchmark:
@@ -128,6 +129,6 @@ rule depth_pseudolabels:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} depth-pseudolabels --frames {input.frames} --weights {params.weights} --out {output}"
-        " --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]} --max-depth {params.c[max_depth]}"
-        " --device {params.device} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY} depth-pseudolabels --frames {input.frames} --weights {input.weights}"
+        " --out {output} --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]}"
+        " --max-depth {params.c[max_depth]} --device {params.device} > {log} 2>&1"
