@@ -15,6 +15,14 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    ds="nuscenes|robotcar",
+    split="|".join(SPLITS),
+    variant="[A-Za-z0-9_]+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/synth.smk"
 include: "workflow/rules/teachers.smk"

@@ -12,27 +12,24 @@ R = config["results_dir"]
 SPLITS = ["train_day", "train_night", "test_day", "test_night"]
 TRAIN_SPLITS = ["train_day", "train_night"]
 TEST_SPLITS = list(config["eval"]["splits"])
-PY = "python -m pipeline"
 ENV = "../../envs/pipeline.yaml"
 PKG_ROOT = Path(workflow.basedir)
 DEMO_ROOTS = {"nuscenes": "data/demo/nuscenes", "robotcar": "data/demo/robotcar"}
 # The config keys of each dataset that shape each data stage (and nothing else: exact re-runs).
 DATASET_OPTIONS = {
-    "splits": {"nuscenes": ["version", "day_clear_only"],
-               "robotcar": ["runs", "test_every", "test_fraction", "lidar_window_us"]},
+    "splits": {
+        "nuscenes": ["version", "day_clear_only"],
+        "robotcar": ["runs", "test_every", "test_fraction", "lidar_window_us"],
+    },
     "extract_frames": {"nuscenes": ["version", "neighbours"], "robotcar": []},
     "gt_depth": {"nuscenes": ["version"], "robotcar": ["lidar_window_us"]},
 }
 
-_spec = importlib.util.spec_from_file_location("codedigest", PKG_ROOT / "pipeline" / "codedigest.py")
+_spec = importlib.util.spec_from_file_location(
+    "codedigest", PKG_ROOT / "pipeline" / "codedigest.py"
+)
 _codedigest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_codedigest)
-
-
-wildcard_constraints:
-    ds="nuscenes|robotcar",
-    split="|".join(SPLITS),
-    variant="[A-Za-z0-9_]+",
 
 
 def code_digest(verb):
@@ -118,10 +115,27 @@ def tables_outputs():
     return [f"{R}/tables/tables.md", f"{R}/tables/tables.csv", f"{R}/tables/tables.tex"]
 
 
+def gpu_resources(n=1):
+    """What a job on N GPUs asks for, derived from N alone (no list of GPU rules anywhere): `gpu` (a local
+    run's --resources gpu=K; the SLURM plugin's --gpus=N, and the slurm profile's partitions.yaml then
+    picks the GPU partition) and, since the LSF plugin reads no `gpu`, `lsf_extra` "-gpu num=N" and
+    `lsf_queue` = config key lsf_gpu_queue (set by the lsf profile)."""
+    n = int(n)
+    res = {"gpu": n, "lsf_extra": f"-gpu num={n}"}
+    if config["lsf_gpu_queue"]:
+        res["lsf_queue"] = config["lsf_gpu_queue"]
+    return res
+
+
+def retry_mem(mb):
+    """mem_mb that grows with each attempt (the cluster profiles set --retries): mb, 2 mb, 3 mb, ..."""
+    return lambda wildcards, attempt: mb * attempt
+
+
 def state_dir(rule_name, *parts):
-    """Where a training rule keeps its resumable state: never a declared output (Snakemake would delete it
+    """The resumable state folder of a training job. Never a declared output (Snakemake would delete it
     before re-running a killed job), removed by the verb when the run finishes."""
-    return "/".join([R, "state", rule_name, *parts])
+    return str(Path(R, "state", rule_name, *parts))
 
 
 def check_dataset_roots():
@@ -129,7 +143,107 @@ def check_dataset_roots():
     for ds in enabled_datasets():
         root = ds_cfg(ds)["root"]
         if root != DEMO_ROOTS[ds] and not Path(root).exists():
-            raise WorkflowError(f"dataset root not found: {root} (config key datasets.{ds}.root)")
+            raise WorkflowError(
+                f"dataset root not found: {root} (config key datasets.{ds}.root)"
+            )
 
 
 check_dataset_roots()
+
+
+# ---- used by synth.smk
+def generator_for(wildcards):
+    """Day splits are translated day->night, night splits night->day."""
+    name = "G_day2night.pth" if wildcards.split.endswith("_day") else "G_night2day.pth"
+    return f"{R}/{wildcards.ds}/cyclegan/{name}"
+
+
+def pretrained_generators():
+    g = config["cyclegan"]["generators"]
+    return [] if g == "train" else [g["day2night"], g["night2day"]]
+
+
+def pretrained_generator_args(wildcards, input):
+    if not input.pretrained:
+        return ""
+    return f"--pretrained-day2night {input.pretrained[0]} --pretrained-night2day {input.pretrained[1]}"
+
+
+# ---- used by teachers.smk
+def seg_checkpoint(wildcards):
+    ckpt = config["seg_teacher"]["checkpoint"]
+    return f"{R}/{wildcards.ds}/seg_teacher/demo_checkpoint" if ckpt == "demo" else ckpt
+
+
+def depth_weights(wildcards):
+    w = config["depth_teacher"]["weights"]
+    return f"{R}/{wildcards.ds}/depth_teacher/weights" if w == "train" else w
+
+
+def imagenet_weights():
+    """The local torchvision ResNet file of model.encoder.pretrained (student and teacher encoders), if any."""
+    path = config["model"]["encoder"]["pretrained"]
+    return [path] if path else []
+
+
+# ---- used by train.smk
+TRAIN_ROLES = {  # role -> (stage folder, split); pipeline.data.ROLES
+    "day_frames": ("frames", "train_day"),
+    "day_synth": ("synth", "train_day"),
+    "day_seg": ("seg_teacher", "train_day"),
+    "day_depth": ("depth_teacher", "train_day"),
+    "night_frames": ("frames", "train_night"),
+    "night_synth": ("synth", "train_night"),
+    "night_seg": ("seg_teacher", "train_night"),
+}
+
+
+def train_shards(wildcards):
+    """role -> shard of the dataset: the rule's inputs AND the verb's --shards (one list, two uses)."""
+    return {
+        role: f"{R}/{wildcards.ds}/{stage}/{split}.zarr"
+        for role, (stage, split) in TRAIN_ROLES.items()
+    }
+
+
+def train_settings(wildcards):
+    """Everything the training verb needs from the config, as one JSON value (a params trigger)."""
+    variant = wildcards.variant
+    ablations = config["train"]["ablations"]
+    if variant not in ablations:
+        raise ValueError(
+            f"variant {variant!r} is not in config key train.ablations ({sorted(ablations)})"
+        )
+    train = {
+        k: v
+        for k, v in config["train"].items()
+        if k not in ("variants", "ablations", "datasets", "gpus")
+    }
+    return json.dumps(
+        {
+            "model": config["model"],
+            "train": train,
+            "variant": variant,
+            "switches": ablations[variant],
+            "seed": config["seed"],
+        },
+        sort_keys=True,
+    )
+
+
+def launcher():
+    n = int(config["train"]["gpus"])
+    return "python" if n <= 1 else f"torchrun --standalone --nproc_per_node {n}"
+
+
+# ---- used by eval.smk
+def main_variant():
+    return "full" if "full" in variants() else sorted(variants())[0]
+
+
+def figure_outputs():
+    """The figures eval-tables makes: a qualitative grid per test split of the main variant, and abs_rel."""
+    v = main_variant()
+    return [
+        f"{R}/figures/qualitative_{v}_{ds}_{split}.png" for ds, split in eval_cases(v)
+    ] + [f"{R}/figures/abs_rel.png"]

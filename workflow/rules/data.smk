@@ -4,24 +4,24 @@
 rule demo_data:
     output:
         directory("data/demo/{ds}"),
+    log:
+        f"{R}/logs/demo_data/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo_data/{{ds}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=30,
     params:
         seed=config["demo"]["seed"],
         keyframes=config["demo"]["keyframes_per_scene"],
         sweeps=config["demo"]["sweeps_between"],
         frames_per_run=config["demo"]["robotcar_frames_per_run"],
         code=code_digest("demo-data"),
-    log:
-        f"{R}/logs/demo_data/{{ds}}.log",
-    benchmark:
-        f"{R}/benchmarks/demo_data/{{ds}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
+        "OMP_NUM_THREADS={threads} python -m pipeline demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
         " --keyframes-per-scene {params.keyframes} --sweeps-between {params.sweeps}"
         " --frames-per-run {params.frames_per_run} > {log} 2>&1"
 
@@ -31,24 +31,24 @@ rule splits:
         root=dataset_root_input,
     output:
         expand(f"{R}/{{{{ds}}}}/splits/{{split}}.txt", split=SPLITS),
+    log:
+        f"{R}/logs/splits/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/splits/{{ds}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=30,
     params:
         root=dataset_root,
         options=dataset_options("splits"),
         split_files=lambda w: json.dumps(ds_cfg(w.ds)["split_files"]),
         out_dir=lambda w: f"{R}/{w.ds}/splits",
         code=code_digest("splits"),
-    log:
-        f"{R}/logs/splits/{{ds}}.log",
-    benchmark:
-        f"{R}/benchmarks/splits/{{ds}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} splits --dataset {wildcards.ds} --root {params.root}"
+        "OMP_NUM_THREADS={threads} python -m pipeline splits --dataset {wildcards.ds} --root {params.root}"
         " --options '{params.options}' --split-files '{params.split_files}' --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -58,6 +58,16 @@ rule extract_frames:
         root=dataset_root_input,
     output:
         directory(f"{R}/{{ds}}/frames/{{split}}.zarr"),
+    log:
+        f"{R}/logs/extract_frames/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}.tsv"
+    conda:
+        ENV
+    threads: config["extract"]["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=120,
     params:
         root=dataset_root,
         options=dataset_options("extract_frames"),
@@ -66,18 +76,8 @@ rule extract_frames:
         height=lambda w: ds_cfg(w.ds)["height"],
         rows_per_shard=config["extract"]["rows_per_shard"],
         code=code_digest("extract-frames"),
-    log:
-        f"{R}/logs/extract_frames/{{ds}}_{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}.tsv"
-    threads: config["extract"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} extract-frames --dataset {wildcards.ds} --root {params.root}"
+        "OMP_NUM_THREADS={threads} python -m pipeline extract-frames --dataset {wildcards.ds} --root {params.root}"
         " --options '{params.options}' --split-file {input.split} --out {output} --crop {params.crop}"
         " --width {params.width} --height {params.height} --threads {threads}"
         " --rows-per-shard {params.rows_per_shard} > {log} 2>&1"
@@ -89,23 +89,23 @@ rule gt_depth:
         root=dataset_root_input,
     output:
         directory(f"{R}/{{ds}}/gt_depth/{{split}}.zarr"),
+    log:
+        f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/gt_depth/{{ds}}_{{split}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=retry_mem(8000),
+        runtime=120,
     params:
         root=dataset_root,
         options=dataset_options("gt_depth"),
         eval_width=lambda w: ds_cfg(w.ds)["eval_width"],
         eval_height=lambda w: ds_cfg(w.ds)["eval_height"],
         code=code_digest("gt-depth"),
-    log:
-        f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/gt_depth/{{ds}}_{{split}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} gt-depth --dataset {wildcards.ds} --root {params.root}"
+        "OMP_NUM_THREADS={threads} python -m pipeline gt-depth --dataset {wildcards.ds} --root {params.root}"
         " --options '{params.options}' --frames {input.frames} --out {output} --eval-width {params.eval_width}"
         " --eval-height {params.eval_height} > {log} 2>&1"

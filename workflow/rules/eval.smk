@@ -1,18 +1,6 @@
 # Stage 5: evaluation (Monodepth2 depth protocol, confusion-matrix mIoU), efficiency, the paper's tables.
 
 
-def main_variant():
-    return "full" if "full" in variants() else sorted(variants())[0]
-
-
-def figure_outputs():
-    """The figures eval-tables makes: a qualitative grid per test split of the main variant, and abs_rel."""
-    v = main_variant()
-    return [f"{R}/figures/qualitative_{v}_{ds}_{split}.png" for ds, split in eval_cases(v)] + [
-        f"{R}/figures/abs_rel.png"
-    ]
-
-
 rule evaluate:
     input:
         checkpoint=f"{R}/train/{{ds}}/{{variant}}/checkpoints/last.pt",
@@ -22,24 +10,24 @@ rule evaluate:
     output:
         metrics=f"{R}/eval/{{variant}}/{{ds}}_{{split}}.json",
         predictions=f"{R}/eval/{{variant}}/{{ds}}_{{split}}.h5",
+    log:
+        f"{R}/logs/evaluate/{{variant}}_{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{variant}}_{{ds}}_{{split}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(8000),
+        runtime=120,
     params:
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
         code=code_digest("evaluate"),
-    log:
-        f"{R}/logs/evaluate/{{variant}}_{{ds}}_{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/evaluate/{{variant}}_{{ds}}_{{split}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
+        "OMP_NUM_THREADS={threads} python -m pipeline evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
         " --seg-teacher {input.seg_teacher} --dataset {wildcards.ds} --split {wildcards.split}"
         " --max-depth {params.max_depth} --batch-size {params.batch_size} --device {params.device}"
         " --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
@@ -52,24 +40,24 @@ rule evaluate_depth_teacher:
         gt=f"{R}/{{ds}}/gt_depth/{{split}}.zarr",
     output:
         f"{R}/eval/teachers/depth_{{ds}}_{{split}}.json",
+    log:
+        f"{R}/logs/evaluate_depth_teacher/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_depth_teacher/{{ds}}_{{split}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(8000),
+        runtime=60,
     params:
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
         code=code_digest("evaluate-depth-teacher"),
-    log:
-        f"{R}/logs/evaluate_depth_teacher/{{ds}}_{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/evaluate_depth_teacher/{{ds}}_{{split}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} evaluate-depth-teacher --weights {input.weights} --frames {input.frames}"
+        "OMP_NUM_THREADS={threads} python -m pipeline evaluate-depth-teacher --weights {input.weights} --frames {input.frames}"
         " --gt {input.gt} --dataset {wildcards.ds} --split {wildcards.split} --max-depth {params.max_depth}"
         " --batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
 
@@ -79,52 +67,62 @@ rule efficiency:
         checkpoint=lambda w: checkpoint_path(train_datasets()[0], main_variant()),
     output:
         f"{R}/eval/efficiency.json",
+    log:
+        f"{R}/logs/efficiency.log",
+    benchmark:
+        f"{R}/benchmarks/efficiency.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(8000),
+        runtime=30,
     params:
         width=config["model"]["width"],
         height=config["model"]["height"],
         device=config["device"],
         code=code_digest("efficiency"),
-    log:
-        f"{R}/logs/efficiency.log",
-    benchmark:
-        f"{R}/benchmarks/efficiency.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=30,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} efficiency --checkpoint {input.checkpoint} --width {params.width}"
+        "OMP_NUM_THREADS={threads} python -m pipeline efficiency --checkpoint {input.checkpoint} --width {params.width}"
         " --height {params.height} --device {params.device} --out {output} > {log} 2>&1"
 
 
 rule eval_tables_files:
     input:
         metrics=[metrics_path(v, ds, s) for v in variants() for ds, s in eval_cases(v)],
-        predictions=[metrics_path(v, ds, s)[: -len(".json")] + ".h5" for v in variants() for ds, s in eval_cases(v)],
-        frames=[f"{R}/{ds}/frames/{s}.zarr" for v in variants() for ds, s in eval_cases(v)],
+        predictions=[
+            metrics_path(v, ds, s)[: -len(".json")] + ".h5"
+            for v in variants()
+            for ds, s in eval_cases(v)
+        ],
+        frames=[
+            f"{R}/{ds}/frames/{s}.zarr" for v in variants() for ds, s in eval_cases(v)
+        ],
         efficiency=f"{R}/eval/efficiency.json",
-        teacher=[f"{R}/eval/teachers/depth_{ds}_{split}.json" for ds in train_datasets() for split in TEST_SPLITS],
+        teacher=[
+            f"{R}/eval/teachers/depth_{ds}_{split}.json"
+            for ds in train_datasets()
+            for split in TEST_SPLITS
+        ],
     output:
         md=f"{R}/tables/tables.md",
         csv=f"{R}/tables/tables.csv",
         tex=f"{R}/tables/tables.tex",
         figures=figure_outputs(),
-    params:
-        code=code_digest("eval-tables"),
     log:
         f"{R}/logs/eval_tables.log",
     benchmark:
         f"{R}/benchmarks/eval_tables.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=30,
+    params:
+        code=code_digest("eval-tables"),
     shell:
-        "OMP_NUM_THREADS={threads} {PY} eval-tables --metrics {input.metrics} --predictions {input.predictions}"
+        "OMP_NUM_THREADS={threads} python -m pipeline eval-tables --metrics {input.metrics} --predictions {input.predictions}"
         " --frames {input.frames} --efficiency {input.efficiency} --teacher-metrics {input.teacher}"
         " --md {output.md} --csv {output.csv} --tex {output.tex} --figures {output.figures} > {log} 2>&1"

@@ -1,47 +1,31 @@
 # Stage 3: the segmentation teacher (Mask2Former) and the day-depth teacher (Monodepth2).
 
 
-def seg_checkpoint(wildcards):
-    ckpt = config["seg_teacher"]["checkpoint"]
-    return f"{R}/{wildcards.ds}/seg_teacher/demo_checkpoint" if ckpt == "demo" else ckpt
-
-
-def depth_weights(wildcards):
-    w = config["depth_teacher"]["weights"]
-    return f"{R}/{wildcards.ds}/depth_teacher/weights" if w == "train" else w
-
-
-def imagenet_weights():
-    """The local torchvision ResNet file of model.encoder.pretrained (student and teacher encoders), if any."""
-    path = config["model"]["encoder"]["pretrained"]
-    return [path] if path else []
-
-
 rule demo_seg_teacher:
     input:
         frames=f"{R}/{{ds}}/frames/train_day.zarr",
         gt=f"{R}/{{ds}}/gt_depth/train_day.zarr",
     output:
         directory(f"{R}/{{ds}}/seg_teacher/demo_checkpoint"),
+    log:
+        f"{R}/logs/demo_seg_teacher/{{ds}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(8000),
+        runtime=60,
     params:
         max_steps=config["seg_teacher"]["demo_max_steps"],
         batch_size=config["seg_teacher"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
         code=code_digest("fit-demo-seg-teacher"),
-    log:
-        f"{R}/logs/demo_seg_teacher/{{ds}}.log",
-    benchmark:
-        f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
+        "OMP_NUM_THREADS={threads} python -m pipeline fit-demo-seg-teacher --frames {input.frames} --gt {input.gt} --out-dir {output}"
         " --max-steps {params.max_steps} --batch-size {params.batch_size} --device {params.device}"
         " --seed {params.seed} > {log} 2>&1"
 
@@ -52,25 +36,25 @@ rule seg_pseudolabels:
         checkpoint=seg_checkpoint,
     output:
         directory(f"{R}/{{ds}}/seg_teacher/{{split}}.zarr"),
+    log:
+        f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(16000),
+        runtime=240,
     params:
         topk=config["seg_teacher"]["topk"],
         tau=config["seg_teacher"]["tau"],
         batch_size=config["seg_teacher"]["batch_size"],
         device=config["device"],
         code=code_digest("seg-pseudolabels"),
-    log:
-        f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
-    conda:
-        ENV
     shell:
-        "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} {PY} seg-pseudolabels --frames {input.frames}"
+        "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} python -m pipeline seg-pseudolabels --frames {input.frames}"
         " --checkpoint {input.checkpoint} --out {output} --topk {params.topk} --tau {params.tau}"
         " --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"
 
@@ -81,26 +65,28 @@ rule train_depth_teacher:
         pretrained=imagenet_weights(),
     output:
         directory(f"{R}/{{ds}}/depth_teacher/weights"),
-    params:
-        c=config["depth_teacher"],
-        pretrained=lambda w, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
-        state_dir=lambda w: state_dir("train_depth_teacher", w.ds),
-        device=config["device"],
-        seed=config["seed"],
-        code=code_digest("train-depth-teacher"),
     log:
         f"{R}/logs/train_depth_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_depth_teacher/{{ds}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=24 * 60,
     conda:
         ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(16000),
+        runtime=24 * 60,
+    params:
+        c=config["depth_teacher"],
+        pretrained=lambda w, input: (
+            f"--pretrained {input.pretrained}" if input.pretrained else ""
+        ),
+        state_dir=lambda w: state_dir("train_depth_teacher", w.ds),
+        device=config["device"],
+        seed=config["seed"],
+        code=code_digest("train-depth-teacher"),
     shell:
-        "OMP_NUM_THREADS={threads} {PY} train-depth-teacher --frames {input.frames} --out-dir {output}"
+        "OMP_NUM_THREADS={threads} python -m pipeline train-depth-teacher --frames {input.frames} --out-dir {output}"
         " --state-dir {params.state_dir} --epochs {params.c[epochs]} --batch-size {params.c[batch_size]}"
         " --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]} --min-depth {params.c[min_depth]}"
         " --max-depth {params.c[max_depth]} --color-aug {params.c[color_aug]} {params.pretrained}"
@@ -113,22 +99,22 @@ rule depth_pseudolabels:
         weights=depth_weights,
     output:
         directory(f"{R}/{{ds}}/depth_teacher/{{split}}.zarr"),
-    params:
-        c=config["depth_teacher"],
-        device=config["device"],
-        code=code_digest("depth-pseudolabels"),
     log:
         f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
     conda:
         ENV
+    threads: 1
+    resources:
+        **gpu_resources(1),
+        mem_mb=retry_mem(8000),
+        runtime=120,
+    params:
+        c=config["depth_teacher"],
+        device=config["device"],
+        code=code_digest("depth-pseudolabels"),
     shell:
-        "OMP_NUM_THREADS={threads} {PY} depth-pseudolabels --frames {input.frames} --weights {input.weights}"
+        "OMP_NUM_THREADS={threads} python -m pipeline depth-pseudolabels --frames {input.frames} --weights {input.weights}"
         " --out {output} --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]}"
         " --max-depth {params.c[max_depth]} --device {params.device} > {log} 2>&1"

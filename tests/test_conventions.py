@@ -1,0 +1,40 @@
+"""Workflow conventions, checked as CI runs them: `snakemake --lint` and `snakefmt --check` are clean,
+the LICENSE matches pyproject.toml, and every rule has a log and a benchmark file."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO, copy_workflow
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=wd, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_snakefmt_leaves_the_workflow_unchanged():
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_every_rule_with_a_shell_has_a_log_and_a_benchmark():
+    rules = 0
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            if "shell:" in block:
+                rules += 1
+                name = block.split(":", 1)[0]
+                assert "\n    log:" in block and "\n    benchmark:" in block, name
+    assert rules >= 15
+
+
+def test_license_matches_pyproject():
+    text = (REPO / "LICENSE").read_text()
+    assert 'license = { text = "MIT" }' in (REPO / "pyproject.toml").read_text()
+    assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text

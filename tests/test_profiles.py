@@ -1,0 +1,317 @@
+"""Profiles and the conda env, as Snakemake and the executor plugins read them.
+
+- The workflow profile profiles/default is found by a plain `snakemake` call and makes a local run
+  work without --cores, but leaves --cores unset on a cluster run (where it would cap job threads).
+- The submit commands: every job of the demo DAG (with train.gpus: 4), with the resources Snakemake
+  gives it under the slurm/lsf profile (read from a dry run), goes through the plugins' own
+  command builders (`Executor.run_job`, with the sbatch/bsub call captured instead of run): GPU
+  rules ask for their GPUs on the GPU partition, CPU rules for none on the CPU partition/queue.
+- envs/pipeline.yaml lists pyproject.toml's dependencies, and no path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from conftest import REPO, copy_workflow
+from test_workflow import FAST
+
+FOUR_GPUS = "train: {gpus: 4}\n"
+
+
+def snakemake(wd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=wd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"), fast=FAST, four_gpus=FOUR_GPUS)
+
+
+# ---- the default profile -------------------------------------------------------------------------
+
+def test_plain_snakemake_uses_the_default_profile(wd):
+    proc = snakemake(wd, "-n", "eval_tables", "--configfile", "fast.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Using workflow specific profile profiles/default for setting default command line arguments" \
+        in proc.stderr
+    assert "Shell command:" in proc.stdout + proc.stderr  # printshellcmds, from the profile
+
+
+def test_a_local_run_needs_no_cores(wd):
+    """A real (not dry) run without --cores: the default profile provides them. The target is made
+    up to date by hand so that nothing runs; without the profile the same call fails."""
+    (wd / "data/demo/robotcar").mkdir(parents=True, exist_ok=True)
+    (wd / "data/demo/robotcar/marker").write_text("")
+    proc = snakemake(wd, "data/demo/robotcar")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stderr
+    bare = snakemake(wd, "data/demo/robotcar", "--workflow-profile", "none")
+    assert bare.returncode != 0 and "cores have to be specified" in bare.stderr
+
+
+@pytest.mark.parametrize("argv, cores", [
+    ([], "all"),
+    (["--profile", "workflow/profiles/slurm"], None),  # a cluster run: no cap on job threads
+    (["--profile", "workflow/profiles/lsf"], None),
+    (["--executor", "slurm"], None),
+    (["-j", "3"], None),  # locally, -j N stands for --cores N while --cores is unset
+    (["--cores", "1"], 1),
+])
+def test_default_profile_sets_cores_for_local_runs_only(wd, monkeypatch, argv, cores):
+    from snakemake.cli import parse_args
+    from snakemake.utils import available_cpu_count
+
+    monkeypatch.chdir(wd)
+    monkeypatch.delenv("SNAKEMAKE_PROFILE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["snakemake", *argv, "-n"])  # the profile reads the command line
+    _, args = parse_args(sys.argv[1:])
+    assert args.cores == (available_cpu_count() if cores == "all" else cores)
+    assert args.printshellcmds and args.rerun_incomplete and args.show_failed_logs
+
+
+def test_one_source_of_truth_for_the_default_profile():
+    link = REPO / "workflow/profiles/default"
+    assert not link.exists() or (link.is_symlink() and link.resolve() == (REPO / "profiles/default").resolve())
+
+
+# ---- cluster profiles ----------------------------------------------------------------------------
+
+def profile(name: str) -> dict:
+    return yaml.safe_load((REPO / "workflow/profiles" / name / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["slurm", "lsf"])
+def test_cluster_profiles_pin_no_gpus_and_scale_memory_on_retry(name):
+    p = profile(name)
+    assert "set-resources" not in p  # a profile value would overrule the rules' own `gpu`
+    assert p["retries"] >= 1
+    from snakemake.resources import Resource
+
+    mem = [Resource.cli_evaluator("mem_mb", str(p["default-resources"]["mem_mb"]), wildcards={}, input=[],
+                                  attempt=a, async_run=None) for a in (1, 2, 3)]
+    assert mem[0] < mem[1] < mem[2], mem
+    assert "slurm_partition" not in p["default-resources"]  # it would overrule the partition choice
+
+
+def dry_run_jobs(wd: Path, profile_name: str) -> list[Job]:
+    """Every job of the demo DAG that Snakemake would submit, with the threads and resources it gives
+    it under the profile (train.gpus: 4)."""
+    proc = snakemake(wd, "-n", "eval_tables", "--profile", f"workflow/profiles/{profile_name}", "--cores", "64",
+                     "--configfile", "fast.yaml", "four_gpus.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", proc.stdout + proc.stderr):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule or not re.search(r"^\s+output: ", block, re.M):
+            continue  # a target rule (input only): nothing is submitted
+        res = re.search(r"^\s+resources: (.*)$", block, re.M).group(1)
+        resources = {}
+        for item in res.split(", "):
+            k, _, v = item.partition("=")
+            resources[k] = int(v) if v.isdigit() else v
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        jobs.append(Job(rule.group(1), int(threads.group(1)) if threads else 1, resources,
+                        dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}))
+    assert jobs
+    return jobs
+
+
+class Res(dict):
+    """Job resources as the plugins read them: `.get(name)` and `.name`."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+
+class Job:
+    """The part of snakemake's JobExecutorInterface that the plugins' run_job reads."""
+
+    def __init__(self, rule: str, threads: int, resources: dict, wildcards: dict):
+        self.name = rule
+        self.rule = SimpleNamespace(name=rule)
+        self.threads = threads
+        self.resources = Res(resources)
+        self.wildcards_dict = wildcards
+        self.wildcards = list(wildcards.values())
+        self.jobid = 1
+
+    def is_group(self):
+        return False
+
+    def __repr__(self):
+        return f"{self.name}{self.wildcards_dict}"
+
+
+@pytest.fixture(scope="module")
+def slurm_jobs(wd):
+    return dry_run_jobs(wd, "slurm")
+
+
+@pytest.fixture(scope="module")
+def lsf_jobs(wd):
+    return dry_run_jobs(wd, "lsf")
+
+
+def sbatch_call(job: Job, monkeypatch, tmp_path) -> str:
+    """The sbatch command line that the SLURM plugin's run_job builds for `job` with the slurm profile."""
+    import snakemake_executor_plugin_slurm as plugin
+    from snakemake_executor_plugin_slurm.partitions import read_partition_file
+
+    settings = plugin.ExecutorSettings(partition_config=REPO / "workflow/profiles/slurm/partitions.yaml")
+    ex = object.__new__(plugin.Executor)  # no __init__: it would query the cluster
+    ex.logger = logging.getLogger("test-slurm-plugin")
+    ex.workflow = SimpleNamespace(executor_settings=settings, workdir_init=str(tmp_path))
+    ex.run_uuid = "run"
+    ex.slurm_logdir = tmp_path / "slurm_logs"
+    ex._partitions = read_partition_file(settings.partition_config)
+    ex._fallback_partition = "NO-PARTITION-CHOSEN"  # instead of asking sinfo for the default one
+    ex._fallback_account_arg = ""
+    ex._failed_nodes = set()
+    ex._main_event_loop = None
+    ex.format_job_exec = lambda job: "JOBSTEP"
+    ex.report_job_submission = lambda info: None
+    errors = []
+    ex.report_job_error = lambda info, msg=None, **kw: errors.append(msg)
+    calls = []
+
+    class Popen:
+        def __init__(self, call, **kw):
+            calls.append(call)
+            self.returncode = 0
+
+        def communicate(self, input=None):
+            return "4242\n", ""
+
+    with monkeypatch.context() as m:  # only around run_job: the settings above ran subprocesses too
+        m.setattr(plugin.subprocess, "Popen", Popen)
+        m.setattr(plugin.time, "sleep", lambda s: None)  # run_job waits 5 s before each sbatch
+        ex.run_job(job)
+    assert not errors and len(calls) == 1, (errors, calls)
+    return calls[0]
+
+
+def bsub_call(job: Job, monkeypatch, tmp_path) -> str:
+    """The bsub command line that the LSF plugin's run_job builds for `job`."""
+    import snakemake_executor_plugin_lsf as plugin
+
+    ex = object.__new__(plugin.Executor)  # no __init__: it would run badmin and lsclusters
+    ex.logger = logging.getLogger("test-lsf-plugin")
+    ex.workflow = SimpleNamespace(workdir_init=str(tmp_path))
+    ex.run_uuid = "run"
+    ex._fallback_project_arg = ""
+    ex._fallback_queue = ""
+    ex.lsf_config = {"LSF_UNIT_FOR_LIMITS": "MB", "LSF_MEMFMT": "percpu"}
+    ex.format_job_exec = lambda job: "JOBSTEP"
+    ex.report_job_submission = lambda info: None
+    calls = []
+
+    def check_output(call, **kw):
+        calls.append(call)
+        return "Job <4242> is submitted to queue <q>."
+
+    with monkeypatch.context() as m:
+        m.setattr(plugin.subprocess, "check_output", check_output)
+        m.chdir(tmp_path)  # the plugin writes .snakemake/lsf_logs/ here
+        ex.run_job(job)
+    assert len(calls) == 1
+    return calls[0]
+
+
+def gpus(job: Job) -> int:
+    return int(job.resources.get("gpu", 0))
+
+
+# The rules that DESIGN.md's DAG table runs on a GPU (`train` there is the rule train_student).
+DESIGN_GPU_RULES = {"train_cyclegan", "translate", "seg_pseudolabels", "train_depth_teacher", "depth_pseudolabels",
+                    "train_student", "evaluate"}
+
+
+def test_dry_run_has_cpu_and_gpu_rules_and_a_four_gpu_student(slurm_jobs):
+    assert any(gpus(j) == 0 for j in slurm_jobs)
+    assert {j.name for j in slurm_jobs if gpus(j)} >= DESIGN_GPU_RULES
+    student = [gpus(j) for j in slurm_jobs if j.name == "train_student"]
+    assert student and set(student) == {4}, student
+
+
+def test_sbatch_gpu_rules_get_their_gpus_on_the_gpu_partition(slurm_jobs, monkeypatch, tmp_path):
+    for job in slurm_jobs:
+        call = sbatch_call(job, monkeypatch, tmp_path)
+        assert f"--mem {job.resources['mem_mb']}" in call, (job, call)
+        if gpus(job):
+            assert f" --gpus={gpus(job)}" in call and " -p gpu " in call, (job, call)
+        else:
+            assert "--gpus" not in call and "gres" not in call and " -p cpu " in call, (job, call)
+
+
+def test_sbatch_mocked_jobs_one_and_four_gpus(monkeypatch, tmp_path):
+    """Without the workflow: the same through the plugin for a hand-made job of each kind."""
+    base = {"mem_mb": 16000, "runtime": 60}
+    one = sbatch_call(Job("translate", 1, {**base, "gpu": 1}, {"ds": "x"}), monkeypatch, tmp_path)
+    four = sbatch_call(Job("train_student", 2, {**base, "gpu": 4}, {"variant": "full"}), monkeypatch, tmp_path)
+    cpu = sbatch_call(Job("extract_frames", 2, base, {"ds": "x"}), monkeypatch, tmp_path)
+    assert " --gpus=1" in one and " -p gpu " in one
+    assert " --gpus=4" in four and " -p gpu " in four and "--mem 16000" in four
+    assert "--gpus" not in cpu and " -p cpu " in cpu and "--cpus-per-task=2" in cpu
+
+
+def test_bsub_cpu_rules_go_to_the_cpu_queue_without_gpus(lsf_jobs, monkeypatch, tmp_path):
+    queue = profile("lsf")["default-resources"]["lsf_queue"]
+    for job in lsf_jobs:
+        if gpus(job):
+            continue
+        call = bsub_call(job, monkeypatch, tmp_path)
+        assert f" -q {queue} " in call and "-gpu" not in call, (job, call)
+
+
+def test_bsub_gpu_rules_get_their_gpus_in_the_gpu_queue(lsf_jobs, monkeypatch, tmp_path):
+    gpu_queue = profile("lsf")["config"]["lsf_gpu_queue"]
+    for job in lsf_jobs:
+        if gpus(job):
+            call = bsub_call(job, monkeypatch, tmp_path)
+            assert f" -gpu num={gpus(job)} " in call and f" -q {gpu_queue} " in call, (job, call)
+
+
+def test_bsub_mocked_jobs_one_and_four_gpus(monkeypatch, tmp_path):
+    """What the rule-side helper gives a job of N GPUs (lsf_extra "-gpu num=N", lsf_queue the GPU queue)
+    reaches bsub through the plugin as such, for 1 and 4 GPUs."""
+    for n in (1, 4):
+        res = {"mem_mb": 16000, "runtime": 60, "gpu": n, "lsf_extra": f"-gpu num={n}", "lsf_queue": "gpuq"}
+        call = bsub_call(Job("train_student", 2, res, {"variant": "full"}), monkeypatch, tmp_path)
+        assert f" -gpu num={n} " in call and " -q gpuq " in call and " -n 2 " in call, call
+
+
+# ---- the conda env -------------------------------------------------------------------------------
+
+def test_conda_env_lists_the_package_dependencies():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "envs/pipeline.yaml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+    def norm(spec: str) -> tuple[str, str]:
+        r = Requirement(spec)
+        return canonicalize_name(r.name), str(r.specifier)
+
+    assert sorted(map(norm, pip)) == sorted(map(norm, project["dependencies"]))
+    assert not any(p.startswith(("-e", ".", "/", "file:")) or "/" in p for p in pip), pip  # no path to resolve
+    python = next(d for d in conda if d.startswith("python="))
+    from packaging.specifiers import SpecifierSet
+
+    assert SpecifierSet(project["requires-python"]).contains(python.split("=", 1)[1] + ".0")
