@@ -349,6 +349,10 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
     the states, `last` and the TensorBoard logs in `log_dir`."""
     record = dict(record if record is not None else {"train": {k: getattr(s, k) for k in s.__dataclass_fields__}})
     state = TrainingState(state_dir, resume_record(record), keep=s.keep_checkpoints) if info.is_main else None
+    if info.enabled and device.type == "cuda":
+        # one BatchNorm over the global batch, as a single process would compute it (the batch of
+        # train.batch_size is per process: the global batch is batch_size x processes)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device).train()
     freeze_unused(model, s.switches["light"])
     optimizer = make_optimizer(model, s.lr)

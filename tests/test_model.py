@@ -79,8 +79,8 @@ def test_build_model_reads_the_config():
     assert model.seg_decoder.decoder[-1].conv.out_channels == 7
     assert (model.min_depth, model.max_depth, model.width, model.height) == (0.5, 40.0, 64, 32)
     assert set(dict(model.named_children())) == {"encoder", "depth_decoder", "seg_decoder", "pose"}
-    default = build_model({"results_dir": "x"})
-    assert isinstance(default.light, LightNet) and (default.width, default.height) == (576, 320)
+    default = build_model({"results_dir": "x"})  # the schema's defaults: config.yaml's demo model
+    assert isinstance(default.light, LightNet) and (default.width, default.height) == (192, 96)
     with pytest.raises(ValueError, match="model.width"):
         build_model({"model": {"width": 100}})
     with pytest.raises(ValueError, match="model.height"):
@@ -103,6 +103,14 @@ def test_pretrained_torchvision_weights_load_into_both_encoders(tmp_path):
     pose_conv1 = model.pose.encoder.encoder.conv1.weight
     assert pose_conv1.shape == (64, 6, 7, 7)
     assert torch.allclose(pose_conv1, torch.cat([ref["conv1.weight"]] * 2, 1) / 2)
+    # the Monodepth2 day teacher starts from the same file (model.encoder.pretrained), both encoders
+    from pipeline.teachers.monodepth2 import Monodepth2
+
+    teacher = Monodepth2(18, pose=True, pretrained_path=path)
+    for key in ("conv1.weight", "layer4.1.bn2.running_var", "layer2.0.downsample.0.weight"):
+        assert torch.equal(teacher.encoder.encoder.state_dict()[key], ref[key]), key
+    assert torch.allclose(teacher.pose_encoder.encoder.conv1.weight, torch.cat([ref["conv1.weight"]] * 2, 1) / 2)
+    assert torch.equal(teacher.pose_encoder.encoder.layer1[0].conv1.weight, ref["layer1.0.conv1.weight"])
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="conv1.weight"):
         ResnetEncoder(18, tmp_path / "bad.pth")

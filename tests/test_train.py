@@ -218,7 +218,7 @@ def test_step_errors_name_the_problem(results):
     del batch["night_prev"]
     with pytest.raises(KeyError, match="night_prev"):
         training_step(batch, _model())
-    with pytest.raises(ValueError, match="unknown switches"):
+    with pytest.raises(ValueError, match="unknown ablation switches"):
         training_step(_batch(results, n=1), _model(), {"nightmode": False})
 
 

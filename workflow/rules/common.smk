@@ -138,17 +138,28 @@ def state_dir(rule_name, *parts):
     return str(Path(R, "state", rule_name, *parts))
 
 
-def check_dataset_roots():
-    """A user's dataset root that does not exist fails the dry run (not a queued job hours later)."""
-    for ds in enabled_datasets():
-        root = ds_cfg(ds)["root"]
-        if root != DEMO_ROOTS[ds] and not Path(root).exists():
-            raise WorkflowError(
-                f"dataset root not found: {root} (config key datasets.{ds}.root)"
-            )
+def check_local_files():
+    """A user's dataset root or checkpoint that does not exist fails the dry run, naming its config key
+    (not a queued job hours later)."""
+    needed = {
+        f"datasets.{ds}.root": ds_cfg(ds)["root"]
+        for ds in enabled_datasets()
+        if ds_cfg(ds)["root"] != DEMO_ROOTS[ds]
+    }
+    needed["model.encoder.pretrained"] = config["model"]["encoder"]["pretrained"]
+    if config["seg_teacher"]["checkpoint"] != "demo":
+        needed["seg_teacher.checkpoint"] = config["seg_teacher"]["checkpoint"]
+    if config["depth_teacher"]["weights"] != "train":
+        needed["depth_teacher.weights"] = config["depth_teacher"]["weights"]
+    if config["cyclegan"]["generators"] != "train":
+        for k, v in config["cyclegan"]["generators"].items():
+            needed[f"cyclegan.generators.{k}"] = v
+    for key, path in needed.items():
+        if path and not Path(path).exists():
+            raise WorkflowError(f"not found: {path} (config key {key})")
 
 
-check_dataset_roots()
+check_local_files()
 
 
 # ---- used by synth.smk
