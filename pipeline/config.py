@@ -33,7 +33,17 @@ def validated(cfg: Mapping) -> dict:
         cause = exc if isinstance(exc, jsonschema.ValidationError) else exc.__context__ or exc
         where = ".".join(str(p) for p in getattr(cause, "absolute_path", [])) or "<top>"
         raise ValueError(f"config key '{where}': {getattr(cause, 'message', cause)}") from exc
+    check_relations(out)
     return out
+
+
+def check_relations(cfg: Mapping) -> None:
+    """The rules between keys that a JSON schema cannot state (the Snakefile calls this too)."""
+    for section in ("model", "depth_teacher"):
+        lo, hi = cfg[section]["min_depth"], cfg[section]["max_depth"]
+        if not lo < hi:
+            raise ValueError(f"config keys '{section}.min_depth' and '{section}.max_depth' must satisfy "
+                             f"min < max, got {lo} and {hi}")
 
 
 @dataclass(frozen=True)

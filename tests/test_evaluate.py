@@ -407,7 +407,8 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
     nus = run["nuscenes"]
     argv = ["evaluate-depth-teacher", "--weights", str(tmp_path / "weights"), "--frames", str(nus["frames"]),
             "--gt", str(nus["frames"].parent / "gt.zarr"), "--dataset", "nuscenes", "--split", "test_day",
-            "--max-depth", "80", "--batch-size", "2", "--device", "cpu", "--out", str(out)]
+            "--max-depth", "80", "--teacher-min-depth", "0.1", "--teacher-max-depth", "100", "--batch-size", "2",
+            "--device", "cpu", "--out", str(out)]
     assert cli.main(argv) == 0
     record = json.loads(out.read_text())
     # recompute: teacher depth of each target row with gt, disparity resized to the gt size, median scaled

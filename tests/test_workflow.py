@@ -204,20 +204,28 @@ def test_editing_a_module_reruns_exactly_the_rules_that_import_it(workdir):
 
 @pytest.mark.slow
 def test_a_flipped_byte_fails_the_next_stage_naming_shard_and_array(workdir, tmp_path):
-    frames = workdir / "results/robotcar/frames/test_day.zarr"
-    chunk = sorted((frames / "image" / "c").rglob("*"))[-1]
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 3] ^= 0xFF
+    import numpy as np
+
+    from pipeline.shards import open_shard
+
     copy = tmp_path / "test_day.zarr"
-    shutil.copytree(frames, copy)
-    (copy / "image" / chunk.relative_to(frames / "image")).write_bytes(bytes(data))
+    shutil.copytree(workdir / "results/robotcar/frames/test_day.zarr", copy)
+    g = open_shard(copy)
+    row = int(np.flatnonzero(g["target"][:])[0])  # a row the next stage reads
+    rps = g["image"].shards[0]
+    shard_file = copy / "image" / "c" / str(row // rps) / "0" / "0" / "0"
+    data = bytearray(shard_file.read_bytes())
+    index = np.frombuffer(bytes(data[-16 * rps - 4:-4]), "<u8").reshape(-1, 2)  # (offset, nbytes) per chunk
+    data[int(index[row % rps, 0]) + 100] ^= 0xFF
+    shard_file.write_bytes(bytes(data))
     proc = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(copy), "--verify"], cwd=workdir,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "image" in proc.stdout
     ev = subprocess.run([sys.executable, "-m", "pipeline", "evaluate-depth-teacher", "--weights",
                          str(workdir / "results/robotcar/depth_teacher/weights"), "--frames", str(copy), "--gt",
                          str(workdir / "results/robotcar/gt_depth/test_day.zarr"), "--dataset", "robotcar",
-                         "--split", "test_day", "--max-depth", "40", "--batch-size", "2", "--device", "cpu",
+                         "--split", "test_day", "--max-depth", "40", "--teacher-min-depth", "0.1",
+                         "--teacher-max-depth", "100", "--batch-size", "2", "--device", "cpu",
                          "--out", str(tmp_path / "t.json")], cwd=workdir, capture_output=True, text=True)
     assert ev.returncode == 2, ev.stderr[-2000:]
     assert str(copy) in ev.stderr and "'image'" in ev.stderr and "corrupt" in ev.stderr

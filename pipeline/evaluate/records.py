@@ -16,6 +16,7 @@ import numpy as np
 from pipeline import cityscapes
 from pipeline.atomic import write_json
 from pipeline.evaluate.inference import load_student, predict_batch, untrained_student
+from pipeline.model.inference import inference_depth_model, inference_model
 from pipeline.evaluate.predictions import prediction_writer
 from pipeline.evaluate.protocol import (PROTOCOL, SEG_RESIZE, TEACHER_RESIZE, DepthScores, SplitPlan, check_aligned,
                                         depth_from_disp, finite, iter_batches, plan_split, resize_labels_nearest,
@@ -95,11 +96,11 @@ def run_evaluate(checkpoint, frames_path, gt_path, teacher_path, *, dataset: str
     plan = plan_split(frames, gt, teacher, gt_path, teacher_path)  # fails on bad shards before loading the model
     model, settings = load_student(checkpoint, device)
     checkpoint_sha256 = file_sha256(checkpoint)
-    metrics = evaluate_split(model, frames, gt, teacher, plan, max_depth=max_depth, batch_size=batch_size,
+    metrics = evaluate_split(inference_model(model), frames, gt, teacher, plan, max_depth=max_depth, batch_size=batch_size,
                              device=device, predictions=predictions, gt_path=gt_path,
                              prediction_attrs={"dataset": dataset, "split": split,
                                                "checkpoint_sha256": checkpoint_sha256})
-    untrained = score_untrained(untrained_student(settings, device), frames, gt, teacher, plan,
+    untrained = score_untrained(inference_model(untrained_student(settings, device)), frames, gt, teacher, plan,
                                 max_depth=max_depth, batch_size=batch_size, device=device)
     root = dict(frames.attrs.get("config", {})).get("root")
     record = {
@@ -121,8 +122,7 @@ def run_evaluate(checkpoint, frames_path, gt_path, teacher_path, *, dataset: str
 
 
 def evaluate_depth_teacher(weights, frames_path, gt_path, *, dataset: str, split: str, max_depth: float,
-                           batch_size: int, device, out, min_depth: float = 0.1,
-                           teacher_max_depth: float = 100.0) -> dict:
+                           batch_size: int, device, out, min_depth: float, teacher_max_depth: float) -> dict:
     """The Monodepth2 day teacher on a test split, same protocol as the student (Tables 1-2 "Monodepth2" rows).
 
     The teacher's depth (`predict_depth`, at the frames' size) is turned back into a disparity and goes
@@ -132,7 +132,7 @@ def evaluate_depth_teacher(weights, frames_path, gt_path, *, dataset: str, split
     frames, gt = open_shard(frames_path), open_shard(gt_path)
     check_aligned(frames, {"depth": (gt_path, gt)})
     rows = target_rows(frames)
-    model = monodepth2.load_weights(weights, device=device)
+    model = inference_depth_model(monodepth2.load_weights(weights, device=device))
     depth_hw = tuple(gt["depth"].shape[1:])
     depth = DepthScores(max_depth)
     for batch in iter_batches(rows, batch_size):

@@ -26,12 +26,13 @@ def run(args) -> int:
     import numpy as np
 
     from pipeline.devices import resolve_device
+    from pipeline.model.inference import inference_depth_model
     from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
     from pipeline.teachers import monodepth2
 
     frames = open_shard(args.frames)
     device = resolve_device(args.device)
-    model = monodepth2.load_weights(args.weights, device)
+    model = inference_depth_model(monodepth2.load_weights(args.weights, device))  # the fast path: same outputs
     teacher = {name: file_sha256(args.weights / name) for name in ("encoder.pth", "depth.pth")}
     attrs = provenance("depth_pseudolabels", {"min_depth": args.min_depth, "max_depth": args.max_depth,
                                               "teacher_height": model.height, "teacher_width": model.width},

@@ -1,6 +1,7 @@
 # Config validation, paths, code digests and input functions: the only Python of the workflow.
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -25,11 +26,23 @@ DATASET_OPTIONS = {
     "gt_depth": {"nuscenes": ["version"], "robotcar": ["lidar_window_us"]},
 }
 
-_spec = importlib.util.spec_from_file_location(
-    "codedigest", PKG_ROOT / "pipeline" / "codedigest.py"
-)
-_codedigest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_codedigest)
+
+def _load(name):
+    """A standard-library-only module of the package, loaded by path (no package import at parse time)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_pipeline_{name}", PKG_ROOT / "pipeline" / f"{name}.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_codedigest = _load("codedigest")
+try:
+    _load("config").check_relations(config)
+except ValueError as e:
+    raise WorkflowError(str(e))
 
 
 def code_digest(verb):

@@ -52,6 +52,7 @@ rule evaluate_depth_teacher:
         mem_mb=retry_mem(8000),
         runtime=60,
     params:
+        c=config["depth_teacher"],
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
@@ -59,6 +60,7 @@ rule evaluate_depth_teacher:
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline evaluate-depth-teacher --weights {input.weights} --frames {input.frames}"
         " --gt {input.gt} --dataset {wildcards.ds} --split {wildcards.split} --max-depth {params.max_depth}"
+        " --teacher-min-depth {params.c[min_depth]} --teacher-max-depth {params.c[max_depth]}"
         " --batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
 
 

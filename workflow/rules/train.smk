@@ -6,7 +6,10 @@ rule train_student:
         unpack(train_shards),
         pretrained=imagenet_weights(),
     output:
-        f"{R}/train/{{ds}}/{{variant}}/checkpoints/last.pt",
+        checkpoint=f"{R}/train/{{ds}}/{{variant}}/checkpoints/last.pt",
+        # the TensorBoard event files (training curves); a re-run of a killed job restarts them at the
+        # resumed step (Snakemake clears outputs before a job runs; the resumable state is not an output)
+        tensorboard=directory(f"{R}/train/{{ds}}/{{variant}}/tensorboard"),
     log:
         f"{R}/logs/train/{{ds}}_{{variant}}.log",
     benchmark:
@@ -23,12 +26,11 @@ rule train_student:
     params:
         shards=lambda w: json.dumps({w.ds: train_shards(w)}),
         settings=train_settings,
-        log_dir=lambda w: f"{R}/train/{w.ds}/{w.variant}/tensorboard",
         state_dir=lambda w: state_dir("train_student", w.ds, w.variant),
         launcher=launcher(),
         device=config["device"],
         code=code_digest("train"),
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m pipeline train --shards '{params.shards}'"
-        " --out {output} --log-dir {params.log_dir} --state-dir {params.state_dir}"
+        " --out {output.checkpoint} --log-dir {output.tensorboard} --state-dir {params.state_dir}"
         " --settings '{params.settings}' --device {params.device} > {log} 2>&1"
