@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from pipeline import checkpoints, distributed
-from pipeline.checkpoints import TrainingState, seed_everything
+from pipeline.checkpoints import TrainingState
 from pipeline.cityscapes import NAMES, colorize
 from pipeline.config import TrainSettings, ablation_switches
 from pipeline.distributed import DistInfo

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
