@@ -80,8 +80,9 @@ class TrainingState:
     def save(self, epoch: int, state: Mapping) -> Path:
         path = save({**state, "epoch": int(epoch)}, self.dir / f"epoch_{epoch:03d}.pt")
         if self.keep:
-            for n in sorted(self.epochs())[:-self.keep]:
-                self.epochs()[n].unlink(missing_ok=True)
+            found = self.epochs()
+            for n in sorted(found)[:-self.keep]:
+                found[n].unlink(missing_ok=True)
         return path
 
     def clear(self) -> None:

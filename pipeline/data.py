@@ -29,9 +29,6 @@ from pipeline.geometry import flip_K
 from pipeline.shards import RowReader, open_shard
 from pipeline.triplets import usable_targets
 
-DAY, NIGHT = "train_day", "train_night"
-
-
 ROLES = ("day_frames", "day_synth", "day_seg", "day_depth", "night_frames", "night_synth", "night_seg")
 
 
