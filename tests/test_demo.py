@@ -136,6 +136,33 @@ def test_render_matches_cast_rays_and_day_night():
     assert rgb[sky].mean() > 150 and night[sky].mean() < 40
 
 
+def test_render_scaled_traces_every_third_ray_of_the_full_render_and_upsamples():
+    """At scale 1/3 the low-resolution ray j is the full-resolution ray 3j + 1 (pixel centres:
+    (j + 0.5) * 3 - 0.5), so depth and labels at full pixels (3i + 1, 3j + 1) equal the full render's,
+    and nearest-neighbour upsampling puts them back there. A wrong principal-point shift (e.g. cx * s)
+    moves every ray by a third of a pixel and breaks the equality."""
+    scene = render.make_scene(2, 150.0)
+    T = render.trajectory(scene, [1.0], 8.0, 0)[0] @ demo.pose_matrix(demo.CAM_FRONT_TRANSLATION,
+                                                                       demo.CAM_FRONT_ROTATION)
+    w, h = 96, 48
+    K = demo.camera_intrinsics(w, h)
+    rgb, depth, labels = render.render(scene, T, K, w, h)
+    srgb, sdepth, slabels = render.render_scaled(scene, T, K, w, h, scale=1 / 3)
+    assert srgb.shape == rgb.shape and sdepth.shape == depth.shape and slabels.shape == labels.shape
+    rows, cols = np.meshgrid(np.arange(1, h, 3), np.arange(1, w, 3), indexing="ij")
+    a, b = depth[rows, cols], sdepth[rows, cols]
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    np.testing.assert_allclose(b[np.isfinite(a)], a[np.isfinite(a)], rtol=1e-4)   # float32 rays
+    assert np.array_equal(slabels[rows, cols], labels[rows, cols])
+    assert np.mean(slabels == labels) > 0.9                       # upsampled labels mostly agree elsewhere
+    assert np.abs(srgb.astype(int) - rgb).mean() < 20
+    same = render.render_scaled(scene, T, K, w, h, scale=1.0)
+    assert all(np.array_equal(x, y) for x, y in zip(same, (rgb, depth, labels)))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="scale"):
+            render.render_scaled(scene, T, K, w, h, scale=bad)
+
+
 # ----------------------------------------------------------------------------- nuScenes demo
 
 

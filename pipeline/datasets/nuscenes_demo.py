@@ -258,14 +258,15 @@ def _scene_tables(seed, plan, cal_cam, cal_lidar, log_token, width, height):
 # ----------------------------------------------------------------------------- rendering
 
 
-def _render_frame(root, seed, plan, scene, channel, record, K, width, height):
+def _render_frame(root, seed, plan, scene, channel, record, K, width, height, render_scale):
     """Render one sample_data record to disk; returns its ego_pose record fields."""
     T_world_ego = _ego_pose(scene, plan, record["timestamp"])
     path = os.path.join(root, record["filename"])
     if channel == "CAM_FRONT":
         T_world_cam = T_world_ego @ pose_matrix(CAM_FRONT_TRANSLATION, CAM_FRONT_ROTATION)
         rng = np.random.default_rng([int(seed), plan["index"], record["timestamp"] % (1 << 31)])
-        rgb, _, labels = render.render(scene, T_world_cam, K, width, height, plan["spec"].night, rng)
+        rgb, _, labels = render.render_scaled(scene, T_world_cam, K, width, height, plan["spec"].night, rng,
+                                             render_scale)
         write_jpeg(path, rgb, JPEG_QUALITY)
         base = os.path.basename(record["filename"]).rsplit(".", 1)[0]
         write_png(os.path.join(root, "labels", "CAM_FRONT", base + ".png"), labels)
@@ -286,9 +287,11 @@ def _check_args(width, height, keyframes_per_scene, sweeps_between):
 
 
 def write_nuscenes_demo(root, seed: int = 0, keyframes_per_scene: int = 8, sweeps_between: int = 2,
-                        width: int = 1600, height: int = 900, progress: bool = True) -> dict:
+                        width: int = 1600, height: int = 900, render_scale: float = 1.0,
+                        progress: bool = True) -> dict:
     """Write the six-scene nuScenes-format demo dataroot under `root` (files are overwritten).
 
+    `render_scale` < 1 traces that many fewer rays per side and upsamples (`render.render_scaled`).
     Deterministic: the same arguments give byte-identical files. Returns a summary with
     per-scene `scene_seed`, `length_m`, `speed`, `traj_seed`, `start_us` (to rebuild the
     geometry with `render.make_scene(scene_seed, length_m)`), counts and the wall time."""
@@ -314,7 +317,7 @@ def write_nuscenes_demo(root, seed: int = 0, keyframes_per_scene: int = 8, sweep
     for sub in ("samples/CAM_FRONT", "sweeps/CAM_FRONT", "samples/LIDAR_TOP", "labels/CAM_FRONT", "maps",
                 VERSION):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
-    _render_all(root, seed, jobs, K, int(width), int(height), progress)
+    _render_all(root, seed, jobs, K, int(width), int(height), float(render_scale), progress)
     for m in tables["map"]:
         write_png(os.path.join(root, m["filename"]), np.zeros((64, 64), np.uint8))
     for name, records in tables.items():
@@ -335,13 +338,13 @@ def write_nuscenes_demo(root, seed: int = 0, keyframes_per_scene: int = 8, sweep
     }
 
 
-def _render_all(root, seed, jobs, K, width, height, progress):
+def _render_all(root, seed, jobs, K, width, height, render_scale, progress):
     """Render every frame (scene geometry built once per scene) and fill in the ego poses."""
-    from tqdm import tqdm
+    from pipeline.progress import progress_bar
 
     scenes = {}
-    for plan, channel, record, pose in tqdm(jobs, desc="nuScenes demo", unit="frame", disable=not progress):
+    for plan, channel, record, pose in progress_bar(jobs, desc="nuScenes demo", unit="frame", disable=not progress):
         key = plan["index"]
         if key not in scenes:
             scenes = {key: render.make_scene(plan["scene_seed"], plan["length_m"])}
-        pose.update(_render_frame(root, seed, plan, scenes[key], channel, record, K, width, height))
+        pose.update(_render_frame(root, seed, plan, scenes[key], channel, record, K, width, height, render_scale))

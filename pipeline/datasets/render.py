@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # Cityscapes train ids (names: pipeline.cityscapes.NAMES).
@@ -737,6 +738,29 @@ def _tonemap_night(img, rng):
         shot = rng.standard_normal(c.shape, dtype=np.float32)
         out.append(c + 0.012 * noise + 0.025 * np.sqrt(c) * shot)
     return out
+
+
+def render_scaled(scene: Scene, T_world_cam, K, width: int, height: int, night: bool = False,
+                  rng: np.random.Generator | None = None, scale: float = 1.0):
+    """`render` with `scale` x fewer rays per side, upsampled to (height, width): rgb bilinearly, depth
+    and labels with nearest neighbour (OpenCV, pixel centres at integer coordinates, so the scaled
+    camera is fx * s, cx' = (cx + 0.5) * s - 0.5). scale = 1 is `render` itself. The pipeline resizes
+    frames to a few hundred pixels, so rays beyond that add time, not information."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"render_scaled: scale must be in (0, 1], got {scale}")
+    if scale == 1:
+        return render(scene, T_world_cam, K, width, height, night, rng)
+    w, h = max(16, round(width * scale)), max(16, round(height * scale))
+    sx, sy = w / width, h / height
+    K = np.array(K, dtype=np.float64)
+    Ks = K.copy()
+    Ks[0, 0], Ks[0, 2] = K[0, 0] * sx, (K[0, 2] + 0.5) * sx - 0.5
+    Ks[1, 1], Ks[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
+    rgb, depth, labels = render(scene, T_world_cam, Ks, w, h, night, rng)
+    size = (int(width), int(height))
+    return (cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST),
+            cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST))
 
 
 def render(scene: Scene, T_world_cam, K, width: int, height: int, night: bool = False,

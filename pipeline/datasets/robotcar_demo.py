@@ -190,14 +190,14 @@ def _write_timestamps(path: str, stamps) -> None:
         f.write("".join(f"{int(t)} 1\n" for t in stamps))
 
 
-def _render_image(root, seed, plan, scene, pose, ts, intrinsics, maps, width, height) -> None:
+def _render_image(root, seed, plan, scene, pose, ts, intrinsics, maps, width, height, render_scale) -> None:
     """Render the enlarged pinhole view once: its centre is the label map (undistorted geometry),
     its (bicubic) remap through the inverse distortion is the raw image, stored as a gbrg mosaic."""
     map_x, map_y, (mx, my) = maps
     K_big = _K(intrinsics, (mx, my))
     rng = np.random.default_rng([int(seed), plan["index"], int(ts) % (1 << 31)])
-    rgb, _, labels = render.render(scene, pose @ G_CAMERA_IMAGE, K_big, width + 2 * mx, height + 2 * my,
-                                   plan["night"], rng)
+    rgb, _, labels = render.render_scaled(scene, pose @ G_CAMERA_IMAGE, K_big, width + 2 * mx, height + 2 * my,
+                                          plan["night"], rng, render_scale)
     raw_rgb = cv2.remap(rgb, map_x, map_y, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     run_dir = os.path.join(root, plan["run"])
     write_png(os.path.join(run_dir, "stereo", "centre", f"{ts}.png"), _bayer_gbrg(raw_rgb))
@@ -205,7 +205,7 @@ def _render_image(root, seed, plan, scene, pose, ts, intrinsics, maps, width, he
     write_png(os.path.join(run_dir, "labels", f"{ts}.png"), labels)
 
 
-def _write_run(root, seed, plan, intrinsics, maps, width, height, bar) -> dict:
+def _write_run(root, seed, plan, intrinsics, maps, width, height, render_scale, bar) -> dict:
     """Everything of one run: timestamps, images and labels, vo.csv, lms_front scans."""
     run_dir = os.path.join(root, plan["run"])
     for sub in ("stereo/centre", "labels", "vo", "lms_front"):
@@ -217,7 +217,7 @@ def _write_run(root, seed, plan, intrinsics, maps, width, height, bar) -> dict:
     with open(os.path.join(run_dir, "vo", "vo.csv"), "w") as f:
         f.write(_vo_text(plan["stereo"].tolist(), stereo_poses))
     for ts, pose in zip(plan["images"].tolist(), _world_vehicle(scene, plan, plan["images"])):
-        _render_image(root, seed, plan, scene, pose, ts, intrinsics, maps, width, height)
+        _render_image(root, seed, plan, scene, pose, ts, intrinsics, maps, width, height, render_scale)
         bar.update(1)
     T_lms = build_se3_transform(LMS_FRONT_EXTRINSICS)
     n_points = 0
@@ -242,16 +242,17 @@ def _check_args(width, height, frames_per_run):
 
 
 def write_robotcar_demo(root, seed: int = 0, frames_per_run: int = 40, width: int = 1280, height: int = 960,
-                        progress: bool = True) -> dict:
+                        render_scale: float = 1.0, progress: bool = True) -> dict:
     """Write the two-run (day, night) Oxford RobotCar-format demo root under `root` (files are overwritten).
 
     Per run: `frames_per_run` stereo/centre Bayer (gbrg) PNGs at 16 Hz, exact label maps
     `labels/<ts>.png` (Cityscapes train ids, undistorted geometry), and vo.csv + lms_front scans
-    covering the images +- 5 s. Deterministic: the same arguments give byte-identical files.
+    covering the images +- 5 s. `render_scale` < 1 traces fewer rays and upsamples (`render.render_scaled`).
+    Deterministic: the same arguments give byte-identical files.
     Returns a summary holding what rebuilds the geometry (`render.make_scene(scene_seed, length_m)`,
     `render.trajectory(scene, (ts - t0_us) / 1e6, speed, traj_seed)` = world <- ego, and
     `T_ego_vehicle`), the intrinsics, counts and the wall time."""
-    from tqdm import tqdm
+    from pipeline.progress import progress_bar
 
     _check_args(width, height, frames_per_run)
     t0 = time.perf_counter()
@@ -261,8 +262,8 @@ def write_robotcar_demo(root, seed: int = 0, frames_per_run: int = 40, width: in
     maps = _raw_maps(intrinsics, width, height, K1)
     plans = [_plan(seed, i, run, night, frames) for i, (run, night) in enumerate(DEMO_RUNS)]
     total = sum(len(p["images"]) + -(-len(p["lms"]) // _LMS_BATCH) for p in plans)
-    with tqdm(total=total, desc="RobotCar demo", unit="step", disable=not progress) as bar:
-        runs = [_write_run(root, seed, p, intrinsics, maps, width, height, bar) for p in plans]
+    with progress_bar(total=total, desc="RobotCar demo", unit="step", disable=not progress) as bar:
+        runs = [_write_run(root, seed, p, intrinsics, maps, width, height, float(render_scale), bar) for p in plans]
     return {"root": root, "seed": int(seed), "width": width, "height": height,
             "intrinsics": list(intrinsics), "k1": K1, "camera_height": CAMERA_HEIGHT,
             "T_ego_vehicle": _T_ego_vehicle().tolist(), "runs": runs,

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyframes-per-scene", type=int, required=True, help="nuScenes: key frames per scene")
     p.add_argument("--sweeps-between", type=int, required=True, help="nuScenes: CAM_FRONT sweeps between key frames")
     p.add_argument("--frames-per-run", type=int, required=True, help="RobotCar: stereo frames per run")
+    p.add_argument("--render-scale", type=float, required=True,
+                   help="rays per image side as a fraction of the sensor resolution (images are upsampled)")
 
 
 def run(args) -> int:
@@ -35,7 +37,8 @@ def _write(args, root: Path) -> dict:
         from pipeline.datasets.nuscenes_demo import write_nuscenes_demo
 
         return write_nuscenes_demo(root, seed=args.seed, keyframes_per_scene=args.keyframes_per_scene,
-                                   sweeps_between=args.sweeps_between)
+                                   sweeps_between=args.sweeps_between, render_scale=args.render_scale)
     from pipeline.datasets.robotcar_demo import write_robotcar_demo
 
-    return write_robotcar_demo(root, seed=args.seed, frames_per_run=args.frames_per_run)
+    return write_robotcar_demo(root, seed=args.seed, frames_per_run=args.frames_per_run,
+                               render_scale=args.render_scale)
