@@ -4,6 +4,7 @@
 #   snakemake --cores 2 train         one student per dataset (variant `full`)
 #   snakemake --cores 2 train_ablation  every variant of train.variants (Table 5)
 #   snakemake --cores 2 eval_tables   evaluate and write the paper's tables (default target)
+#   snakemake --report results/report.html   the HTML report of what has been made (README: Report)
 # Overlay the paper's settings: --configfile workflow/configs/paper.yaml
 
 from snakemake.utils import min_version
@@ -14,6 +15,9 @@ min_version("9")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -21,19 +25,25 @@ wildcard_constraints:
     ds="nuscenes|robotcar",
     split="|".join(SPLITS),
     variant="[A-Za-z0-9_]+",
+    part=r"\d+",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/synth.smk"
 include: "workflow/rules/teachers.smk"
+include: "workflow/rules/parts.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/provenance.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         tables_outputs(),
+        f"{R}/tables/provenance.md",
+        report_outputs(),
 
 
 rule frames:
@@ -59,3 +69,5 @@ rule train_ablation:
 rule eval_tables:
     input:
         tables_outputs(),
+        f"{R}/tables/provenance.md",
+        report_outputs(),

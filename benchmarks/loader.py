@@ -96,7 +96,7 @@ def main() -> None:
         table = dataset.frame_table(ids)
         out = work / "frames.zarr"
         t = time.perf_counter()
-        fr.extract_frames(table, dataset.load_rgb, out, crop=(0, 0, 0, 0), size=size,
+        fr.extract_frames(table, dataset.load_frame, out, crop=(0, 0, 0, 0), size=size,
                           attrs={}, threads=args.threads, progress=False)
         ext_fps = len(table) / (time.perf_counter() - t)
         group = shards.open_shard(out)
@@ -169,7 +169,7 @@ def bench_robotcar(root: Path, work: Path, threads: int) -> None:
     table = dataset.frame_table(ids)
     out = work / "robotcar.zarr"
     t = time.perf_counter()
-    fr.extract_frames(table, dataset.load_rgb, out, crop=(0, 0, 0, 160), size=(512, 256), attrs={}, threads=threads,
+    fr.extract_frames(table, dataset.load_frame, out, crop=(0, 0, 0, 160), size=(512, 256), attrs={}, threads=threads,
                       progress=False)
     fps = len(table) / (time.perf_counter() - t)
     print(f"\n  RobotCar extraction (Bayer PNG demosaic + LUT undistort + crop + resize 512x256 + write, "

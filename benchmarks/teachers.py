@@ -204,7 +204,7 @@ def bench_translate_cli(tmp: Path, images: np.ndarray, batch_size: int, device: 
                                         tmp / "G.pth")
     out = tmp / "synth.zarr"
     argv = ["translate", "--frames", str(frames), "--generator", str(generator), "--out", str(out),
-            "--batch-size", str(batch_size), "--device", str(device)]
+            "--batch-size", str(batch_size), "--device", str(device), "--part", "0/1", "--rows-per-shard", "64"]
     print(f"  python -m pipeline {' '.join(argv)}")
     t0 = time.perf_counter()
     code = cli.main(argv)

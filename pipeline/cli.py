@@ -13,10 +13,11 @@ import sys
 
 log = logging.getLogger("pipeline")
 
-VERBS = ("demo-data", "splits", "extract-frames", "gt-depth", "inspect",
+VERBS = ("demo-data", "splits", "extract-frames", "gt-depth", "inspect", "provenance",
          "train-cyclegan", "translate", "fit-demo-seg-teacher", "seg-pseudolabels",
          "train-depth-teacher", "depth-pseudolabels", "train",
-         "evaluate", "evaluate-depth-teacher", "efficiency", "eval-tables")
+         "evaluate", "evaluate-depth-teacher", "efficiency", "eval-tables", "assemble",
+         "preview-panels", "curves")
 
 
 def verb_module(verb: str):

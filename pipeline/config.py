@@ -62,6 +62,9 @@ class TrainSettings:
     amp: bool
     image_every: int
     flip: bool
+    color_aug: bool
+    scheduler_step: int
+    scheduler_gamma: float
     seed: int
     switches: dict
 

@@ -9,12 +9,22 @@ Keys of an item (images float32 (3, H, W) in [0, 1]):
     day_prev, day, day_next, syn_night, day_K (3, 3), day_topk_class / day_topk_prob uint8 (k, H', W'),
     day_teacher_depth float32 (1, H'', W''), day_row;
     night_prev, night, night_next, syn_day, night_K, night_topk_class / night_topk_prob, night_row;
-    flipped (bool).
+    flipped (bool), color_aug (bool);
+    with `color_aug`: aug_<name> for every image the networks see (day_prev, day, day_next, syn_night,
+    night_prev, night, night_next, syn_day): the network's input, colour-jittered in half of the items.
 The night keys are left out with `real_night=False`, syn_night / syn_day with `synthetic=False`, the
 teacher depth with `teacher_depth=False` (the ablation switches of Table 5: nothing unused is read).
 
 Shards are read one row (one chunk) at a time and opened lazily in each process, so the set works in
 DataLoader workers (num_workers > 0) and with pin_memory.
+
+Colour augmentation (`color_aug`, config `train.color_aug`) is Monodepth2's (`datasets/mono_dataset.py`
+lines 67-80 and 140, 175-181): with probability 0.5 per item, one colour jitter (brightness, contrast,
+saturation in [0.8, 1.2], hue in [-0.1, 0.1], applied in a random order as torchvision's ColorJitter) is
+drawn and applied to every image of the item, stored as `aug_<name>`; the losses keep the un-augmented
+images (Monodepth2 feeds `color_aug` to the networks and computes its losses on `color`). The draws come
+from the item's generator (seed, epoch, index), after the night pick and the flip, so they are the same
+in any worker and after a resume.
 """
 from __future__ import annotations
 
@@ -30,6 +40,25 @@ from pipeline.shards import RowReader, open_shard
 from pipeline.triplets import usable_targets
 
 ROLES = ("day_frames", "day_synth", "day_seg", "day_depth", "night_frames", "night_synth", "night_seg")
+NETWORK_IMAGES = ("day_prev", "day", "day_next", "syn_night", "night_prev", "night", "night_next", "syn_day")
+# Monodepth2 datasets/mono_dataset.py lines 70-73 (ColorJitter ranges) and 140 (p = 0.5)
+JITTER = {"brightness": (0.8, 1.2), "contrast": (0.8, 1.2), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)}
+COLOR_AUG_P = 0.5
+
+
+def color_jitter(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One ColorJitter draw applied to a stack of images (N, 3, H, W) in [0, 1]: factors uniform in JITTER,
+    the four adjustments in a random order (torchvision's ColorJitter.get_params, drawn from `rng`),
+    applied with torchvision's functional ops."""
+    from torchvision.transforms.v2 import functional as TF
+
+    order = rng.permutation(4)
+    factors = [float(rng.uniform(*JITTER[k])) for k in ("brightness", "contrast", "saturation", "hue")]
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    out = images
+    for i in order:
+        out = ops[i](out, factors[i])
+    return out.clamp(0, 1)
 
 
 def _image(arr, row: int) -> torch.Tensor:
@@ -47,15 +76,17 @@ class TrainingSet(Dataset):
     passes them; only those the switches need are opened). See the module docstring for the keys.
 
     `flip`: horizontal flip with probability 0.5, one decision per item applied to every image, label
-    and depth map of the item and to the cx of both intrinsics. Night rows and flips are drawn from a
+    and depth map of the item and to the cx of both intrinsics. `color_aug`: Monodepth2's colour jitter of
+    the network inputs (see the module docstring). Night rows, flips and jitters are drawn from a
     generator seeded by (seed, epoch, index): call `set_epoch` before each epoch."""
 
     def __init__(self, paths: dict, dataset: str, *, real_night: bool, synthetic: bool, teacher_depth: bool,
-                 flip: bool, seed: int):
+                 flip: bool, seed: int, color_aug: bool = False):
         self.dataset = dataset
         self.paths = {role: Path(p) for role, p in paths.items()}
         self.real_night, self.synthetic, self.teacher_depth = real_night, synthetic, teacher_depth
         self.flip, self.seed, self.epoch = flip, int(seed), 0
+        self.color_aug = bool(color_aug)
         needed = ["day_frames", "day_seg"] + (["day_synth"] if synthetic else []) \
             + (["day_depth"] if teacher_depth else [])
         if real_night:
@@ -134,6 +165,14 @@ class TrainingSet(Dataset):
                     item[key] = flip_K(value, item[key.replace("_K", "")].shape[-1])
                 elif isinstance(value, torch.Tensor) and value.dim() == 3:
                     item[key] = value.flip(-1).contiguous()
+        if self.color_aug:
+            item["color_aug"] = bool(rng.random() < COLOR_AUG_P)
+            names = [n for n in NETWORK_IMAGES if n in item]
+            if item["color_aug"]:  # one jitter for every image of the item, as Monodepth2
+                jittered = color_jitter(torch.stack([item[n] for n in names]), rng)
+                item.update({f"aug_{n}": jittered[i] for i, n in enumerate(names)})
+            else:
+                item.update({f"aug_{n}": item[n] for n in names})
         return item
 
     def _side(self, g: dict, side: str, row: int) -> dict:

@@ -28,7 +28,8 @@ class DistInfo:
 
 
 def env_info(env=None) -> DistInfo:
-    """RANK, WORLD_SIZE, LOCAL_RANK as torchrun sets them (defaults: one process)."""
+    """RANK, WORLD_SIZE, LOCAL_RANK as torchrun sets them (defaults: one process). Across nodes RANK is
+    global (0 .. WORLD_SIZE - 1) and LOCAL_RANK the process's index on its node (the GPU it takes)."""
     env = os.environ if env is None else env
     try:
         info = DistInfo(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
@@ -36,7 +37,17 @@ def env_info(env=None) -> DistInfo:
         raise ValueError(f"torchrun environment variables RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from exc
     if info.world_size < 1 or not 0 <= info.rank < info.world_size:
         raise ValueError(f"invalid torchrun environment: RANK={info.rank}, WORLD_SIZE={info.world_size}")
+    local_world = int(env.get("LOCAL_WORLD_SIZE", info.world_size))
+    if not 0 <= info.local_rank < local_world:
+        raise ValueError(f"invalid torchrun environment: LOCAL_RANK={info.local_rank}, LOCAL_WORLD_SIZE={local_world}")
     return info
+
+
+def device_for(info: DistInfo, device: torch.device) -> torch.device:
+    """This process's device: cuda:LOCAL_RANK under torchrun on CUDA (one GPU per process on each node)."""
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
 
 
 def backend_for(device: torch.device) -> str:
@@ -48,8 +59,7 @@ def init(device: torch.device) -> tuple[DistInfo, torch.device]:
 
     On CUDA each process takes cuda:LOCAL_RANK."""
     info = env_info()
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
+    device = device_for(info, device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():

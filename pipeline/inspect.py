@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -111,3 +112,71 @@ def _caption(img: np.ndarray, text: str) -> np.ndarray:
     bar = np.full((18, img.shape[1], 3), 32, np.uint8)
     cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([bar, img], axis=0)
+
+
+# ---- a folder of shards: `inspect results/`
+def is_shard_dir(path: str | Path) -> bool:
+    """A zarr group folder (what `open_shard` opens), as opposed to a folder that holds shards."""
+    return (Path(path) / "zarr.json").is_file()
+
+
+def find_shards(root: str | Path) -> list[Path]:
+    """Every shard under `root` (folders holding a zarr.json, or named *.zarr), not descending into them;
+    hidden folders (a writer's `.name.tmp-*` temporaries) are left out."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here != Path(root) and (is_shard_dir(here) or here.suffix == ".zarr"):
+            found.append(here)
+            dirnames[:] = []
+    return found
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated on disk for the files under `path` (as `du`; hard-linked files counted once)."""
+    seen, total = set(), 0
+    for p in path.rglob("*"):
+        st = p.lstat()
+        if p.is_file() and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def tree_report(root: str | Path) -> dict:
+    """One line per shard under `root`: kind (its stage folder), rows, size on disk, when it was written, and
+    whether every array matches its stored checksum. {"text", "ok", "shards": [...]}."""
+    root = Path(root)
+    rows = []
+    for path in find_shards(root):
+        row = {"path": str(path.relative_to(root)), "kind": path.parent.name, "rows": None,
+               "bytes": disk_usage(path), "written_at": None, "ok": False, "problem": None}
+        try:
+            group = shards.open_shard(path)
+            row.update(rows=group.attrs.get("n_rows"), written_at=group.attrs.get("written_at"))
+            bad = shards.verify(path)
+            row["ok"] = not bad
+            row["problem"] = ", ".join(
+                f"array '{name}' " + ("is unreadable (corrupt bytes)" if actual.startswith("<unreadable")
+                                      else "does not match its stored checksum")
+                for name, (_, actual) in bad.items()) or None
+        except shards.ShardError as exc:
+            row["problem"] = str(exc)
+        rows.append(row)
+    failed = [r for r in rows if not r["ok"]]
+    width = max([len(r["path"]) for r in rows] + [5])
+    lines = [f"{'shard':<{width}}  {'kind':<14}{'rows':>6}  {'on disk':>10}  {'written (UTC)':<21}status"]
+    for r in rows:
+        lines.append(f"{r['path']:<{width}}  {r['kind']:<14}{r['rows'] if r['rows'] is not None else '?':>6}  "
+                     f"{_mb(r['bytes']):>10}  {r['written_at'] or '?':<21}"
+                     f"{'OK' if r['ok'] else 'FAILED: ' + (r['problem'] or '')}")
+    total = sum(r["bytes"] for r in rows)
+    lines.append(f"{len(rows)} shards under {root}, {_mb(total)} on disk: "
+                 + (f"{len(failed)} FAILED verification" if failed else "every one verifies") if rows
+                 else f"no shards under {root}")
+    return {"text": "\n".join(lines), "ok": not failed, "shards": rows}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

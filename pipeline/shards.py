@@ -10,15 +10,25 @@ array, which `verify` recomputes.
 Every chunk ends with a crc32c (zarr's `crc32c` codec; shard indexes carry one too), so a read of
 corrupted bytes fails. `open_shard` returns a `Shard` whose arrays turn such a failure into a
 `ShardError` naming the shard and the array: every stage that reads a shard reads it checked.
+
+A stage split over several jobs (config key `jobs_per_split`) writes one `Part` of the group per job:
+the same arrays, each job its own whole shard files (zarr does not lock: two writers of one shard file
+lose data), the digests of its shards in its attrs. `assemble` hard-links the parts' shard files into
+the final group and writes its attrs from the parts' digests: no data is copied or read again, and the
+result equals what one job writes (same files, same attrs but `written_at`).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import time
 import warnings
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -31,11 +41,14 @@ from pipeline.atomic import atomic_path
 # Snakemake marks directory outputs with a `.snakemake_timestamp` file, which zarr warns about.
 warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
 
-SCHEMA_VERSION = 2  # 2: every chunk carries a crc32c
+# 2: every chunk carries a crc32c; 3: an array's checksum is the sha256 of its shards' sha256s (parts
+# of a group written by several jobs assemble without reading the data)
+SCHEMA_VERSION = 3
 # blosc-zstd with byte shuffle: float16/float32 depth compresses well; photos barely do, and
 # decode cost dominates their reads (benchmarks/loader.py), so image arrays stay uncompressed.
 DEPTH_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)
 CHECKSUM_CODEC = Crc32cCodec()
+log = logging.getLogger(__name__)
 
 
 class ShardError(RuntimeError):
@@ -45,6 +58,50 @@ class ShardError(RuntimeError):
 def default_rows_per_shard(row_nbytes: int, target_bytes: int = 64 << 20) -> int:
     """Rows per shard so that one shard file is about `target_bytes` (at least 1 row)."""
     return max(1, int(target_bytes // max(1, row_nbytes)))
+
+
+def effective_rows_per_shard(rows_per_shard: int, n_rows: int) -> int:
+    """Rows per shard as stored: never more than the array has rows (at least 1)."""
+    return max(1, min(int(rows_per_shard), max(1, int(n_rows))))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part `index` of `count` of a group whose per-row arrays have `rows_per_shard` rows per shard file.
+
+    The group's S shard files are dealt out in contiguous runs, shards [S*i//count, S*(i+1)//count) to
+    part i: no two parts write one file, part sizes differ by at most one shard, and a part beyond the
+    number of shards is empty (it writes no rows). The row range is computed from the number of rows
+    when the job runs. Part 0 also writes the whole-array columns (`write_all`). `Part(0, 1, r)` is
+    the whole group, written as one job writes it."""
+    index: int
+    count: int
+    rows_per_shard: int
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"part {self.index}/{self.count}: expected INDEX/COUNT with 0 <= INDEX < COUNT")
+        if self.rows_per_shard < 1:
+            raise ValueError(f"rows per shard must be >= 1, got {self.rows_per_shard}")
+
+    @classmethod
+    def parse(cls, text: str, rows_per_shard: int) -> "Part":
+        """`I/N` (e.g. `2/3`; `0/1` = the whole group)."""
+        index, sep, count = str(text).partition("/")
+        if not (sep and index.strip().isdigit() and count.strip().isdigit()):
+            raise ValueError(f"--part must be INDEX/COUNT such as 0/1 or 2/3, got {text!r}")
+        return cls(int(index), int(count), int(rows_per_shard))
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+    def rows(self, n_rows: int) -> tuple[int, int]:
+        """This part's rows [start, stop) of a group of `n_rows` rows (start == stop: an empty part)."""
+        rps = effective_rows_per_shard(self.rows_per_shard, n_rows)
+        n_shards = -(-int(n_rows) // rps)
+        first, stop = n_shards * self.index // self.count, n_shards * (self.index + 1) // self.count
+        return min(first * rps, n_rows), min(stop * rps, n_rows)
 
 
 class ShardWriter:
@@ -57,27 +114,43 @@ class ShardWriter:
         # on a clean exit: checksums + attrs are stored and the group is renamed to `path`
 
     On an exception (or SIGKILL) the temporary folder is left as `.<name>.tmp-*` and removed
-    by the next writer of the same path; `path` itself is untouched."""
+    by the next writer of the same path; `path` itself is untouched.
 
-    def __init__(self, path: str | os.PathLike, n_rows: int, attrs: Mapping[str, Any] | None = None):
+    With `part` (a `Part`) the writer writes only that part's rows, `row_range`, of every per-row array
+    (all of them at `part.rows_per_shard` rows per shard); `assemble` joins the parts."""
+
+    def __init__(self, path: str | os.PathLike, n_rows: int, attrs: Mapping[str, Any] | None = None, *,
+                 part: Part | None = None):
         self.path = Path(path)
         self.n_rows = int(n_rows)
         if self.n_rows < 0:
             raise ValueError(f"n_rows must be >= 0, got {n_rows}")
         self.attrs = dict(attrs or {})
+        self.part = part
+        self.row_range = part.rows(self.n_rows) if part is not None else (0, self.n_rows)
+        self.summaries: dict[str, Summary] = {}
+        self._whole: set[str] = set()  # arrays of one shard (write_all): part 0 writes them
         self._atomic = atomic_path(self.path, directory=True)
         self.tmp = self._atomic.__enter__()
         self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
         self.rows_per_shard: dict[str, int] = {}
+        self._digest_cache: dict[str, dict[str, str]] = {}  # array -> {shard: sha256} of whole-shard writes
 
     def create(self, name: str, row_shape: Iterable[int], dtype, *, compress: bool = False,
-               rows_per_shard: int | None = None) -> zarr.Array:
-        """Create array `name` of shape (n_rows, *row_shape); one row per chunk, many per shard."""
+               rows_per_shard: int | None = None, dense: bool = False) -> zarr.Array:
+        """Create array `name` of shape (n_rows, *row_shape); one row per chunk, many per shard.
+
+        `dense`: every row gets data (frames), so zarr stores each chunk without first testing whether it
+        equals the fill value (that test costs as much as the rest of a write); the values are the same."""
         row_shape = tuple(int(s) for s in row_shape)
         dtype = np.dtype(dtype)
         row_nbytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
-        rps = rows_per_shard or default_rows_per_shard(row_nbytes)
-        rps = max(1, min(rps, max(1, self.n_rows)))
+        if self.part is not None and name not in self._whole:
+            rows_per_shard = rows_per_shard or self.part.rows_per_shard
+            if effective_rows_per_shard(rows_per_shard, self.n_rows) != self.row_shard_size:
+                raise ValueError(f"{name}: {rows_per_shard} rows per shard, but this writer's parts are "
+                                 f"whole shards of {self.part.rows_per_shard} rows")
+        rps = effective_rows_per_shard(rows_per_shard or default_rows_per_shard(row_nbytes), self.n_rows)
         self.rows_per_shard[name] = rps
         return self.group.create_array(
             name,
@@ -87,6 +160,7 @@ class ShardWriter:
             dtype=dtype,
             compressors=[DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC],
             fill_value=0,
+            config={"write_empty_chunks": True} if dense else None,
         )
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
@@ -97,21 +171,67 @@ class ShardWriter:
             raise ValueError(f"{name}: block rows have shape {block.shape[1:]}, expected {arr.shape[1:]}")
         if start < 0 or start + len(block) > arr.shape[0]:
             raise ValueError(f"{name}: rows [{start}, {start + len(block)}) outside [0, {arr.shape[0]})")
+        lo, hi = self.row_range
+        if name not in self._whole and len(block) and not lo <= start < start + len(block) <= hi:
+            raise ValueError(f"{name}: rows [{start}, {start + len(block)}) outside this part's rows [{lo}, {hi})")
         arr[start:start + len(block)] = block
+        self._note_digests(arr, name, start, block)
+
+    def _note_digests(self, arr, name: str, start: int, block: np.ndarray) -> None:
+        """Keep the sha256 of each whole shard this write covers (computed from `block`, as stored in the
+        array's dtype), so the commit does not read the shards back; a shard written in part is forgotten."""
+        if np.dtype(arr.dtype).kind in "OUT":
+            return
+        rps, stop = _shard_rows(arr), start + len(block)
+        cache = self._digest_cache.setdefault(name, {})
+        values = None
+        for i in range(start // rps, -(-stop // rps)):
+            lo, hi = i * rps, min((i + 1) * rps, arr.shape[0])
+            if start <= lo and hi <= stop:
+                values = np.asarray(block, dtype=arr.dtype) if values is None else values
+                cache[str(i)] = hashlib.sha256(np.ascontiguousarray(values[lo - start:hi - start]).data).hexdigest()
+            else:
+                cache.pop(str(i), None)
+
+    def _digests(self, name: str, first: int, stop: int) -> dict[str, str]:
+        """`shard_digests` of shards [first, stop), from the digests noted at write time where there are."""
+        cache = self._digest_cache.get(name, {})
+        missing = [i for i in range(first, stop) if str(i) not in cache]
+        out = {str(i): cache[str(i)] for i in range(first, stop) if str(i) in cache}
+        for i in missing:
+            out.update(shard_digests(self.group[name], i, i + 1))
+        return out
+
+    @property
+    def row_shard_size(self) -> int:
+        """Rows per shard file of the per-row arrays of a part writer."""
+        return effective_rows_per_shard(self.part.rows_per_shard, self.n_rows)
+
+    def owns_whole_arrays(self) -> bool:
+        """Whether this writer writes the one-shard arrays of `write_all` (part 0 of the parts does)."""
+        return self.part is None or self.part.index == 0
+
+    def summary(self, name: str, *, count_key: str = "count", **static) -> "Summary":
+        """A `Summary` (mean and max of values added batch by batch) stored as attrs[name] at commit:
+        {**static, mean, max, count_key}; the parts of a group merge theirs exactly."""
+        self.summaries[name] = Summary(count_key, **static)
+        return self.summaries[name]
 
     def write_all(self, name: str, values: np.ndarray, *, compress: bool = False) -> None:
         """Create and fill a whole (small) array at once; strings become variable-length UTF-8."""
         values = np.asarray(values)
         if len(values) != self.n_rows:
             raise ValueError(f"{name}: {len(values)} rows, expected {self.n_rows}")
+        self._whole.add(name)
+        write = self.n_rows and self.owns_whole_arrays()  # other parts: the same array, no data
         if values.dtype.kind in "US":
             arr = self.group.create_array(name, shape=(self.n_rows,), chunks=(max(1, self.n_rows),),
                                           dtype=str, fill_value="", compressors=[CHECKSUM_CODEC])
-            if self.n_rows:
+            if write:
                 arr[:] = values.astype(str)
             return
         self.create(name, values.shape[1:], values.dtype, compress=compress, rows_per_shard=max(1, self.n_rows))
-        if self.n_rows:
+        if write:
             self.group[name][:] = values
 
     def rows(self, name: str, row_shape, dtype, *, compress: bool = False,
@@ -125,27 +245,44 @@ class ShardWriter:
                   desc: str | None = None) -> None:
         """Create `name` and fill the rows where `rows_mask` is true with `compute(rows) -> values`, one whole
         shard at a time; other rows keep the fill value 0."""
-        from tqdm import tqdm
+        from pipeline.progress import progress_bar
 
         out = self.rows(name, row_shape, dtype, compress=compress)
         step = out.rows_per_shard
-        for start in tqdm(range(0, self.n_rows, step), desc=desc or name, unit="shard", mininterval=10):
+        for start in progress_bar(range(*self.row_range, step), desc=desc or name, unit="shard", mininterval=10):
             rows = np.flatnonzero(rows_mask[start:start + step]) + start
             if len(rows):
                 out.put_rows(rows, compute(rows))
         out.close()
 
     def commit(self) -> Path:
-        checksums = {name: array_checksum(self.group[name]) for name in sorted(self.group.array_keys())}
         meta = dict(self.attrs)
         meta.setdefault("schema_version", SCHEMA_VERSION)
         meta.setdefault("package_version", __version__)
         meta["n_rows"] = self.n_rows
-        meta["checksums"] = checksums
+        names = sorted(self.group.array_keys())
+        if self.part is None or self.part.whole:
+            meta["checksums"] = {name: combine_digests(self.group[name], self._digests(name, 0, n_shards(self.group[name])))
+                                 for name in names}
+            meta.update({name: s.report() for name, s in self.summaries.items()})
+        else:  # a part: the digests of its own shards, which `assemble` combines
+            meta["part"] = {"index": self.part.index, "count": self.part.count, "rows": list(self.row_range),
+                            "rows_per_shard": self.part.rows_per_shard,
+                            "digests": {name: self._digests(name, *self._own_shards(name))
+                                        for name in names},
+                            "summaries": {name: s.to_json() for name, s in self.summaries.items()}}
         meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.group.attrs.update(_jsonable(meta))
         self._atomic.__exit__(None, None, None)  # renames the folder into place
         return self.path
+
+    def _own_shards(self, name: str) -> tuple[int, int]:
+        """The shards [first, stop) of array `name` this part wrote."""
+        if name in self._whole or np.dtype(self.group[name].dtype).kind in "OUT":
+            return (0, n_shards(self.group[name])) if self.owns_whole_arrays() else (0, 0)
+        lo, hi = self.row_range
+        rps = self.rows_per_shard[name]
+        return lo // rps, -(-hi // rps)
 
     def abort(self) -> None:
         self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temporary
@@ -230,6 +367,10 @@ def open_shard(path: str | os.PathLike) -> "Shard":
         group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
         raise ShardError(f"{path} is not a readable zarr v3 group: {exc}") from exc
+    if "checksums" not in group.attrs and "part" in group.attrs:
+        part = group.attrs["part"]
+        raise ShardError(f"{path} is part {part.get('index')}/{part.get('count')} of a group written by several "
+                         f"jobs (config key jobs_per_split): read the group `python -m pipeline assemble` makes")
     if "checksums" not in group.attrs:
         raise ShardError(f"{path} has no checksums in its attrs: it was not written by a complete ShardWriter")
     if group.attrs.get("schema_version") != SCHEMA_VERSION:
@@ -389,18 +530,174 @@ def _plain_sharding(array) -> bool:
             and tuple(conf["chunk_shape"]) == (1, *array.shape[1:]))
 
 
-def array_checksum(arr: zarr.Array) -> str:
-    """sha256 of the array's values in C order, read shard by shard (strings: UTF-8, NUL-separated)."""
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype}|{arr.shape}".encode())
-    n = arr.shape[0] if arr.ndim else 0
+def n_shards(arr) -> int:
+    """Shard files of an array along axis 0 (a string array is one)."""
     if np.dtype(arr.dtype).kind in "OUT":
-        h.update("\0".join(str(x) for x in arr[:]).encode("utf-8"))
-        return h.hexdigest()
-    step = arr.shards[0] if arr.shards else arr.chunks[0]
-    for start in range(0, n, max(1, step)):
-        h.update(np.ascontiguousarray(arr[start:start + step]).tobytes())
+        return 1
+    n = arr.shape[0] if arr.ndim else 0
+    return -(-n // _shard_rows(arr))
+
+
+def _shard_rows(arr) -> int:
+    return max(1, arr.shards[0] if arr.shards else arr.chunks[0])
+
+
+def shard_digests(arr, first: int, stop: int) -> dict[str, str]:
+    """{shard index: sha256 of its rows' values in C order} for the shards [first, stop) of an array
+    (a string array's one shard: its values as UTF-8, NUL-separated)."""
+    if np.dtype(arr.dtype).kind in "OUT":
+        if stop <= first:
+            return {}
+        return {"0": hashlib.sha256("\0".join(str(x) for x in arr[:]).encode("utf-8")).hexdigest()}
+    step = _shard_rows(arr)
+    return {str(i): hashlib.sha256(np.ascontiguousarray(arr[i * step:(i + 1) * step]).tobytes()).hexdigest()
+            for i in range(first, stop)}
+
+
+def combine_digests(arr, digests: Mapping[str, str], where: str = "") -> str:
+    """The array's checksum from the digests of all its shards: sha256 of dtype|shape and the shards'
+    sha256s in order."""
+    expected = n_shards(arr)
+    if sorted(digests, key=int) != [str(i) for i in range(expected)]:
+        missing = sorted(set(map(str, range(expected))) - set(digests), key=int)
+        raise ShardError(f"{where}: digests of shards {missing or sorted(digests, key=int)} missing or extra "
+                         f"(expected shards 0..{expected - 1})")
+    h = hashlib.sha256(f"{arr.dtype}|{arr.shape}".encode())
+    for i in range(expected):
+        h.update(bytes.fromhex(digests[str(i)]))
     return h.hexdigest()
+
+
+def array_checksum(arr: zarr.Array) -> str:
+    """The array's checksum: sha256 over dtype|shape and the sha256 of each shard's values (C order),
+    read shard by shard (strings: UTF-8, NUL-separated). Parts written by several jobs combine their
+    shards' digests into the same value without reading the data again (`assemble`)."""
+    return combine_digests(arr, shard_digests(arr, 0, n_shards(arr)))
+
+
+class Summary:
+    """Mean and max of many non-negative values added batch by batch (`add(sum, max, count)`), such as
+    a per-pixel statistic over a split. The sum is kept as an exact fraction, so parts of a split
+    written by several jobs merge into exactly the figures one job computes."""
+
+    def __init__(self, count_key: str = "count", **static):
+        self.count_key, self.static = count_key, dict(static)
+        self.total, self.peak, self.count = Fraction(0), 0.0, 0
+
+    def add(self, total, peak, count: int) -> None:
+        self.total += Fraction(float(total))
+        self.peak = max(self.peak, float(peak))
+        self.count += int(count)
+
+    def merge(self, other: "Summary") -> "Summary":
+        self.total += other.total
+        self.peak = max(self.peak, other.peak)
+        self.count += other.count
+        return self
+
+    def report(self) -> dict:
+        mean = float(self.total / self.count) if self.count else 0.0
+        return {**self.static, "mean": mean, "max": self.peak, self.count_key: self.count}
+
+    def to_json(self) -> dict:
+        return {"static": self.static, "count_key": self.count_key, "total": str(self.total), "max": self.peak,
+                "count": self.count}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Summary":
+        out = cls(data["count_key"], **data["static"])
+        out.total, out.peak, out.count = Fraction(data["total"]), float(data["max"]), int(data["count"])
+        return out
+
+
+def assemble(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join the parts of one group (each committed by a `ShardWriter` with a `Part`) into `out`.
+
+    Every shard file is hard-linked from its part (copied only where the file system has no hard links);
+    the arrays' metadata is part 0's; the attrs are the parts' common attrs with `n_rows`, `checksums`
+    (combined from the parts' shard digests) and the merged summaries: the group one job would have
+    written. Nothing is read from the shard files. Parts must be complete (all COUNT of them), agree on
+    every attr and array, and not overlap; otherwise a ShardError names the part. Atomic like a writer."""
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ValueError("assemble: no parts given")
+    groups, infos = [], []
+    for path in parts:
+        if not path.exists():
+            raise ShardError(f"part not found: {path}")
+        try:
+            group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the path
+            raise ShardError(f"{path} is not a readable zarr v3 group: {exc}") from exc
+        info = group.attrs.get("part")
+        if not info:
+            raise ShardError(f"{path} is not a part of a group (no `part` in its attrs)")
+        groups.append(group)
+        infos.append(dict(info))
+    order = sorted(range(len(parts)), key=lambda i: infos[i]["index"])
+    parts, groups, infos = [parts[i] for i in order], [groups[i] for i in order], [infos[i] for i in order]
+    count = infos[0]["count"]
+    if [i["index"] for i in infos] != list(range(count)) or any(i["count"] != count for i in infos):
+        got = ", ".join(f"{info['index']}/{info['count']} {path}" for info, path in zip(infos, parts))
+        raise ShardError(f"expected parts 0..{count - 1} of {count}, got {got}")
+    common = _part_attrs(groups[0])
+    names = sorted(groups[0].array_keys())
+    for path, group in zip(parts[1:], groups[1:]):
+        attrs = _part_attrs(group)
+        if attrs != common:
+            keys = sorted(k for k in set(attrs) | set(common) if attrs.get(k) != common.get(k))
+            raise ShardError(f"{path}: attrs {keys} differ from those of {parts[0]}: parts of different runs")
+        if sorted(group.array_keys()) != names or any(
+                group[n].metadata.to_dict() != groups[0][n].metadata.to_dict() for n in names):
+            raise ShardError(f"{path}: arrays differ from those of {parts[0]}: parts of different runs")
+    meta = dict(common)
+    meta["checksums"] = {}
+    for name in names:
+        digests: dict[str, str] = {}
+        for path, info in zip(parts, infos):
+            own = info["digests"].get(name, {})
+            overlap = sorted(set(own) & set(digests), key=int)
+            if overlap:
+                raise ShardError(f"{path}: shards {overlap} of array {name!r} are in another part too")
+            digests.update(own)
+        meta["checksums"][name] = combine_digests(groups[0][name], digests, f"{out}: array {name!r}")
+    summaries: dict[str, Summary] = {}
+    for info in infos:
+        for key, data in info.get("summaries", {}).items():
+            part_summary = Summary.from_json(data)
+            summaries[key] = summaries[key].merge(part_summary) if key in summaries else part_summary
+    meta.update({key: s.report() for key, s in summaries.items()})
+    meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with atomic_path(out, directory=True) as tmp:
+        zarr.open_group(store=str(tmp), mode="w", zarr_format=3).attrs.update(_jsonable(meta))
+        copied = 0
+        for name in names:
+            (tmp / name).mkdir(parents=True)
+            shutil.copyfile(parts[0] / name / "zarr.json", tmp / name / "zarr.json")
+            for part in parts:
+                for src in sorted((part / name / "c").rglob("*")) if (part / name / "c").is_dir() else []:
+                    if src.is_file():
+                        copied += _link(src, tmp / name / src.relative_to(part / name))
+    if copied:
+        log.warning("%s: %d shard files copied (the file system has no hard links)", out, copied)
+    return Path(out)
+
+
+def _part_attrs(group) -> dict:
+    return {k: v for k, v in group.attrs.items() if k not in ("part", "written_at")}
+
+
+def _link(src: Path, dst: Path) -> int:
+    """Hard-link `src` to `dst` (1 if it had to be copied instead)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        raise ShardError(f"{src}: shard file {dst.name} is in another part too")
+    try:
+        os.link(src, dst)
+        return 0
+    except OSError:
+        shutil.copy2(src, dst)
+        return 1
 
 
 def verify(path: str | os.PathLike) -> dict[str, tuple[str, str]]:

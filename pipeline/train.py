@@ -5,7 +5,7 @@
   distillation (eq. 15), segmentation (eq. 16-17), total (eq. 18).
 - `train(...)` is the loop around it: Adam, per-epoch shuffling, AMP on CUDA (`train.amp`), DDP under
   torchrun, a resumable state every `checkpoint_every` epochs (`pipeline.checkpoints.TrainingState`),
-  `last.pt` only at the end, TensorBoard scalars and images and a tqdm bar on rank 0.
+  `last.pt` only at the end, TensorBoard scalars and images and progress lines on rank 0.
 
 Ablation switches (Table 5), all True by default:
     real_night       RN: real-night triplets and their terms (sf_night, cst_syn, seg_night, light on them)
@@ -19,6 +19,14 @@ Choices the paper leaves open (documented here, one place):
 - PoseNet sees REAL raw frames only; the network's depth/seg input is the light-enhanced image, the
   photometric targets and sources are the raw real images (eq. 9-10: synthetic-night depth warps the
   real-day frames with the real-day pose).
+- Colour augmentation (`train.color_aug`, Monodepth2's): when the batch holds `aug_<name>` images, the
+  networks (depth/seg and PoseNet) see those and every loss target stays the un-augmented image
+  (photometric targets and sources, the exposure target's day brightness), as Monodepth2 feeds
+  `color_aug` to its networks and computes its losses on `color`. The light loss (eq. 1-2) compares the
+  enhanced image with the image the light net enhanced, i.e. the network's (augmented) input.
+- Learning rate: Adam at `train.lr` (the paper's "initial learning rate" 2.5e-4), StepLR by
+  `train.scheduler_gamma` every `train.scheduler_step` epochs (the paper states no schedule; Monodepth2's
+  trainer.py lines 103-104, StepLR(15, 0.1) over 20 epochs), saved and restored with the resumable state.
 - Light loss: eq. 1 on every day image (real day, synthetic day), eq. 2 on every night image (synthetic
   night, real night); the exposure target of a night image is the mean brightness of its paired day image
   (synthetic night <- its real-day twin; real night <- its synthetic-day twin, or the batch's real-day
@@ -46,13 +54,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from pipeline import checkpoints, distributed
 from pipeline.checkpoints import TrainingState
 from pipeline.cityscapes import NAMES, colorize
 from pipeline.config import TrainSettings, ablation_switches
+from pipeline.curves import EPOCH_PREFIX
 from pipeline.distributed import DistInfo
+from pipeline.progress import progress_bar
 from pipeline.geometry import K3_to_K4, disp_to_depth
 from pipeline.losses import (DEFAULT_WEIGHTS, consistency_loss, distillation_loss, light_loss, light_loss_total,
                              mean_brightness, self_supervised_loss, seg_loss, sf_loss, thresholded_ce, total_loss)
@@ -131,10 +140,14 @@ def training_step(batch: Mapping, model: nn.Module, switches: Mapping | None = N
              + (["day_teacher_depth"] if sw["distillation"] else []))
     b = batch["day"].shape[0]
 
-    out, (pose_prev, pose_next) = net(torch.cat([batch[n] for n in names]), sw["light"],
-                                      torch.cat([batch[s] for s in sides]),
-                                      torch.cat([batch[f"{s}_prev"] for s in sides]),
-                                      torch.cat([batch[f"{s}_next"] for s in sides]))
+    def seen(name: str) -> torch.Tensor:
+        """What the networks see: the colour-augmented image when the batch has one, else the image."""
+        return batch.get(f"aug_{name}", batch[name])
+
+    out, (pose_prev, pose_next) = net(torch.cat([seen(n) for n in names]), sw["light"],
+                                      torch.cat([seen(s) for s in sides]),
+                                      torch.cat([seen(f"{s}_prev") for s in sides]),
+                                      torch.cat([seen(f"{s}_next") for s in sides]))
 
     def part(x: torch.Tensor, name: str, order=names) -> torch.Tensor:
         i = order.index(name)
@@ -148,8 +161,8 @@ def training_step(batch: Mapping, model: nn.Module, switches: Mapping | None = N
     if sw["light"]:
         r = {n: part(out["light_map"], n).float() for n in names}
         paired_day = {"syn_night": "day", "night": "syn_day" if sn else "day"}
-        day_terms = [light_loss(r[n], batch[n], is_night=False) for n in names if n in ("day", "syn_day")]
-        night_terms = [light_loss(r[n], batch[n], is_night=True,
+        day_terms = [light_loss(r[n], seen(n), is_night=False) for n in names if n in ("day", "syn_day")]
+        night_terms = [light_loss(r[n], seen(n), is_night=True,
                                   day_mean_brightness=mean_brightness(batch[paired_day[n]]))
                        for n in names if n in ("syn_night", "night")]
         terms["light_day"] = sum(day_terms)
@@ -211,9 +224,10 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def _state(model, optimizer, scaler, epoch: int, step: int, record: Mapping) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "global_step": step, "rng": checkpoints.rng_state(), "settings": dict(record)}
+def _state(model, optimizer, scheduler, scaler, epoch: int, step: int, record: Mapping) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "global_step": step, "rng": checkpoints.rng_state(),
+            "settings": dict(record)}
 
 
 # Settings that do not change the weights of the epochs already run: a run that differs only in these
@@ -296,8 +310,11 @@ def run_epoch(net, model, loaders, optimizer, scaler, s: TrainSettings, device, 
     """One epoch of steps over the alternating loaders; returns the new global step."""
     n = sum(len(ld) for ld in loaders)
     n = min(n, s.max_steps_per_epoch) if s.max_steps_per_epoch else n
-    bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not info.is_main, dynamic_ncols=True)
+    bar = progress_bar(total=n, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not info.is_main, dynamic_ncols=True)
     running = None
+    # per-epoch mean of every term over the steps that computed it (the training curves: pipeline.curves)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for i, batch in enumerate(alternate(loaders)):
         if i >= n:
             break
@@ -318,9 +335,15 @@ def run_epoch(net, model, loaders, optimizer, scaler, s: TrainSettings, device, 
         if writer is not None:
             for k, v in terms.items():
                 writer.add_scalar(f"loss/{k}", v.item(), step)
+                sums[k] = sums.get(k, 0.0) + v.item()
+                counts[k] = counts.get(k, 0) + 1
             if step % s.image_every == 0 or step == 1:
                 log_images(writer, model, batch, step, s.switches["light"])
     bar.close()
+    if writer is not None and sums:
+        for k, v in sums.items():
+            writer.add_scalar(f"{EPOCH_PREFIX}{k}", v / counts[k], epoch + 1)
+        writer.add_scalar(f"{EPOCH_PREFIX}lr", optimizer.param_groups[0]["lr"], epoch + 1)
     return step
 
 
@@ -331,6 +354,12 @@ def freeze_unused(model: nn.Module, use_light: bool) -> None:
         module.requires_grad_(False)
     if not use_light and model.light is not None:
         model.light.requires_grad_(False)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, step: int, gamma: float) -> torch.optim.lr_scheduler.StepLR:
+    """StepLR, stepped once per epoch: the learning rate of epoch k (from 0) is lr * gamma ** (k // step)
+    (Monodepth2's schedule, trainer.py lines 103-104 and 196; the paper names only the initial rate)."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=gamma)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
@@ -356,6 +385,7 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
     model.to(device).train()
     freeze_unused(model, s.switches["light"])
     optimizer = make_optimizer(model, s.lr)
+    scheduler = make_scheduler(optimizer, s.scheduler_step, s.scheduler_gamma)
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, step, rng = 0, 0, None
@@ -364,6 +394,7 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         start_epoch, step, rng = saved["epoch"], saved["global_step"], saved["rng"]
     net = TrainForward(model, amp=use_amp)
@@ -380,12 +411,13 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
         for epoch in range(start_epoch, s.epochs):
             loaders = make_loaders(datasets, s, epoch, info, pin_memory=device.type == "cuda")
             step = run_epoch(net, model, loaders, optimizer, scaler, s, device, epoch, step, writer, info)
+            scheduler.step()
             if (epoch + 1) % s.checkpoint_every == 0:
                 if info.is_main:
-                    state.save(epoch + 1, _state(model, optimizer, scaler, epoch + 1, step, record))
+                    state.save(epoch + 1, _state(model, optimizer, scheduler, scaler, epoch + 1, step, record))
                 distributed.barrier()
         if info.is_main:
-            checkpoints.save(_state(model, optimizer, scaler, s.epochs, step, record), last)
+            checkpoints.save(_state(model, optimizer, scheduler, scaler, s.epochs, step, record), last)
             state.clear()
             log.info("training done: %d steps in %.1f s, %s", step, time.perf_counter() - t0, last)
         distributed.barrier()

@@ -33,6 +33,18 @@ def test_default_and_paper_configs_validate():
     assert cfg["train"]["weights"] == {"light": 0.01, "sf": 1.0, "cst": 1.0, "ds": 1.0, "seg": 1.0}
 
 
+def test_depth_teacher_lr_is_one_value_or_one_per_dataset():
+    """The demo gives each dataset its teacher lr; paper.yaml's single Monodepth2 value replaces the mapping."""
+    assert load("config.yaml")["depth_teacher"]["lr"] == {"nuscenes": 0.00025, "robotcar": 0.0005}
+    assert merged_paper()["depth_teacher"]["lr"] == 0.0001
+    for bad in ({"nuscenes": 1e-4}, {"nuscenes": 1e-4, "robotcar": 1e-4, "kitti": 1e-4}, {"nuscenes": -1,
+                                                                                         "robotcar": 1e-4}, -0.1):
+        cfg = copy.deepcopy(load("config.yaml"))
+        cfg["depth_teacher"]["lr"] = bad
+        with pytest.raises(Exception, match="lr|valid"):
+            validate(cfg, SCHEMA)
+
+
 def test_paper_config_builds_the_paper_model():
     from pipeline.model import build_model, count_parameters
 

@@ -9,6 +9,7 @@ import torch
 
 from pipeline import cli
 from pipeline.checkpoints import TrainingState
+from pipeline.curves import read_epoch_scalars
 from pipeline.shards import file_sha256, open_shard, write_group
 from pipeline.synth.cyclegan import (ImagePool, NLayerDiscriminator, ResnetGenerator, load_generator, lr_factor,
                                      save_generator, to_tensor, to_uint8, train_cyclegan, translate)
@@ -213,7 +214,7 @@ def _frames_shard(path, images, target):
 
 def _outs(out):
     return ["--out-day2night", str(out / "G_day2night.pth"), "--out-night2day", str(out / "G_night2day.pth"),
-            "--state-dir", str(out / "state")]
+            "--state-dir", str(out / "state"), "--log-dir", str(out / "tensorboard")]
 
 
 def test_cli_train_and_translate(tmp_path):
@@ -226,11 +227,15 @@ def test_cli_train_and_translate(tmp_path):
     assert rc == 0
     assert load_generator(out / "G_day2night.pth").ngf == 8 and (out / "G_night2day.pth").is_file()
     assert not (out / "state").exists()  # removed once training finished
+    curves = read_epoch_scalars(out / "tensorboard")  # one mean per epoch and term, and the lr
+    assert set(curves) == {"G_day2night", "G_night2day", "cycle_day", "cycle_night", "idt_day2night",
+                           "idt_night2day", "D_night", "D_day", "lr"}, sorted(curves)
+    assert curves["lr"] == [(1, pytest.approx(2e-4))] and all(len(v) == 1 for v in curves.values())
 
     gen = save_generator(constant_generator(0.5), tmp_path / "const.pth")
     synth = tmp_path / "synth.zarr"
     rc = cli.main(["translate", "--frames", str(night), "--generator", str(gen), "--out", str(synth),
-                   "--device", "cpu", "--batch-size", "1"])
+                   "--device", "cpu", "--batch-size", "1", "--part", "0/1", "--rows-per-shard", "64"])
     assert rc == 0
     g = open_shard(synth)
     img = g["image"][:]

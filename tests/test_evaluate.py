@@ -61,8 +61,8 @@ def _evaluate(ckpt, frames, gt, teacher, ds, cap, out, predictions, batch_size=2
     """`evaluate` argv on split test_day; `teacher` may be None."""
     return ["evaluate", "--checkpoint", str(ckpt), "--frames", str(frames), "--gt", str(gt),
             *(["--seg-teacher", str(teacher)] if teacher else []), "--dataset", ds, "--split", "test_day",
-            "--max-depth", str(cap), "--batch-size", str(batch_size), "--device", "cpu", "--out", str(out),
-            "--predictions", str(predictions)]
+            "--max-depth", str(cap), "--protocol", "monodepth2", "--batch-size", str(batch_size), "--device", "cpu",
+            "--out", str(out), "--predictions", str(predictions)]
 
 
 def _teacher(path):
@@ -220,7 +220,7 @@ def test_load_student_round_trip_and_errors(run, tmp_path):
 
 def test_depth_from_disp_resizes_disparity_then_inverts():
     disp = np.array([[0.5, 0.25]], np.float32)
-    depth = depth_from_disp(disp, 2, 4)
+    depth = depth_from_disp(disp, 2, 4, "monodepth2")
     assert depth.shape == (2, 4)
     assert depth[0, 0] == pytest.approx(2.0) and depth[0, -1] == pytest.approx(4.0)
     # x = 1 samples source x = 0.25 (half-pixel centres): disparity 0.75 * 0.5 + 0.25 * 0.25 = 0.4375, inverted
@@ -284,9 +284,10 @@ def test_eval_tables_paper_and_measured_rows(run, efficiency, tmp_path):
     assert "| - | - | - |" in md
     with open(out / "tables.csv", newline="") as f:
         cells = {(r["table"], r["kind"], r["row"], r["column"]): r["value"] for r in csv.DictReader(f)}
-    assert float(cells["table2", "measured", "Ours (measured, this run) | M", "day-clear Abs Rel"]) == measured_abs_rel
-    assert cells["table2", "paper", "Ours (paper) | M", "day-clear Abs Rel"] == "0.151"
-    assert cells["table2", "measured", "Ours (measured, this run) | M", "night Abs Rel"] == ""
+    ours = "Ours (measured, this run) | M | monodepth2"  # the row says the protocol its metrics file records
+    assert float(cells["table2", "measured", ours, "day-clear Abs Rel"]) == measured_abs_rel
+    assert cells["table2", "paper", "Ours (paper) | M | md4all (as published, 80 m)", "day-clear Abs Rel"] == "0.151"
+    assert cells["table2", "measured", ours, "night Abs Rel"] == ""
     assert "d<1.25" in (out / "tables.tex").read_text() and "\\toprule" in (out / "tables.tex").read_text()
     assert "Monodepth2 (depth), thop (measured, this run)" in md
     for name in ("qualitative_full_nuscenes_test_day.png", "qualitative_full_robotcar_test_day.png", "abs_rel.png"):
@@ -407,7 +408,8 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
     nus = run["nuscenes"]
     argv = ["evaluate-depth-teacher", "--weights", str(tmp_path / "weights"), "--frames", str(nus["frames"]),
             "--gt", str(nus["frames"].parent / "gt.zarr"), "--dataset", "nuscenes", "--split", "test_day",
-            "--max-depth", "80", "--teacher-min-depth", "0.1", "--teacher-max-depth", "100", "--batch-size", "2",
+            "--max-depth", "80", "--protocol", "monodepth2", "--teacher-min-depth", "0.1", "--teacher-max-depth", "100",
+            "--batch-size", "2",
             "--device", "cpu", "--out", str(out)]
     assert cli.main(argv) == 0
     record = json.loads(out.read_text())
@@ -418,7 +420,7 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
     model = monodepth2.load_weights(tmp_path / "weights")
     rows = [i for i in np.flatnonzero(TARGET) if nus["gt"]["depth"][i].any()]
     pred = monodepth2.predict_depth(model, frames["image"].oindex[np.array(rows)], batch_size=2)
-    per = [compute_depth_metrics(nus["gt"]["depth"][i], depth_from_disp(1.0 / p, EH, EW), 80.0)
+    per = [compute_depth_metrics(nus["gt"]["depth"][i], depth_from_disp(1.0 / p, EH, EW, "monodepth2"), 80.0)
            for i, p in zip(rows, pred)]
     assert record["n_frames"] == int(TARGET.sum()) and record["n_frames_no_gt"] == 1
     assert record["depth"]["abs_rel"] == pytest.approx(aggregate(per)["abs_rel"], rel=1e-5)

@@ -90,7 +90,8 @@ def _reference(checkpoint, images):
 def test_seg_pseudolabels_cli_matches_dense_probabilities(checkpoint, frames, tmp_path):
     out = tmp_path / "seg_teacher" / "test_day.zarr"
     assert main(["seg-pseudolabels", "--frames", str(frames), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--topk", "3", "--tau", "0.1", "--batch-size", "2", "--device", "cpu"]) == 0
+                 "--topk", "3", "--tau", "0.1", "--batch-size", "2", "--device", "cpu", "--part", "0/1",
+                 "--rows-per-shard", "64"]) == 0
     group = open_shard(out)
     assert verify(out) == {}
     top_class, top_prob = group["topk_class"][:], group["topk_prob"][:]
@@ -174,6 +175,8 @@ def test_topk_and_dropped_mass_hand_values():
 def test_contiguous_batches_never_span_gaps():
     assert m2f.contiguous_batches([0, 2, 3, 4, 5, 9], 3) == [(0, 1), (2, 5), (5, 6), (9, 10)]
     assert m2f.contiguous_batches([], 3) == []
+    # aligned to shard files of 4 rows: no batch spans rows 3|4 or 7|8 (the same batches in every job split)
+    assert m2f.contiguous_batches([0, 2, 3, 4, 5, 6, 7, 8, 9], 3, align=4) == [(0, 1), (2, 4), (4, 7), (7, 8), (8, 10)]
 
 
 def test_checkpoint_with_10_labels_fails_naming_the_folder(tmp_path, capsys, frames):
@@ -183,7 +186,7 @@ def test_checkpoint_with_10_labels_fails_naming_the_folder(tmp_path, capsys, fra
         m2f.load_teacher(folder, "cpu")
     assert main(["seg-pseudolabels", "--frames", str(frames), "--checkpoint", str(folder),
                  "--out", str(tmp_path / "x.zarr"), "--topk", "3", "--tau", "0.1", "--batch-size", "2",
-                 "--device", "cpu"]) == 2
+                 "--device", "cpu", "--part", "0/1", "--rows-per-shard", "64"]) == 2
     assert "ade-10" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
 

@@ -8,6 +8,7 @@ import torchvision
 
 from pipeline import cli
 from pipeline.checkpoints import TrainingState
+from pipeline.curves import read_epoch_scalars
 from pipeline.datasets.images import CropResize
 from pipeline.shards import file_sha256, open_shard, write_group
 from pipeline.teachers.monodepth2 import (flip_K, load_batch, load_weights, predict_depth, save_weights,
@@ -227,12 +228,16 @@ def test_cli_train_and_pseudolabels(tmp_path):
     rc = cli.main(["train-depth-teacher", "--frames", str(frames), "--out-dir", str(out), "--epochs", "1",
                    "--batch-size", "3", "--device", "cpu", "--color-aug", "false", "--state-dir", str(state_dir),
                    "--lr", "1e-4", "--scheduler-step", "15", "--min-depth", "0.1", "--max-depth", "100",
-                   "--seed", "0"])
+                   "--seed", "0", "--log-dir", str(tmp_path / "tensorboard")])
     assert rc == 0 and (out / "pose.pth").is_file()
+    curves = read_epoch_scalars(tmp_path / "tensorboard")  # the epoch's mean loss and its lr
+    assert sorted(curves) == ["loss", "lr"] and curves["lr"] == [(1, pytest.approx(1e-4))]
+    assert curves["loss"][0][0] == 1 and 0 < curves["loss"][0][1] < 10
     assert not state_dir.exists()  # removed when training finished
     shard = tmp_path / "depth_teacher" / "train_day.zarr"
     rc = cli.main(["depth-pseudolabels", "--frames", str(frames), "--weights", str(out), "--out", str(shard),
-                   "--device", "cpu", "--max-depth", "80", "--min-depth", "0.1", "--batch-size", "4"])
+                   "--device", "cpu", "--max-depth", "80", "--min-depth", "0.1", "--batch-size", "4",
+                   "--part", "0/1", "--rows-per-shard", "64"])
     assert rc == 0
     g = open_shard(shard)
     depth = g["depth"][:]
@@ -244,4 +249,4 @@ def test_cli_train_and_pseudolabels(tmp_path):
     assert g.attrs["rule"] == "depth_pseudolabels"
     assert cli.main(["depth-pseudolabels", "--frames", str(frames), "--weights", str(tmp_path / "nope"),
                      "--out", str(tmp_path / "x.zarr"), "--device", "cpu", "--max-depth", "80", "--min-depth",
-                     "0.1", "--batch-size", "4"]) == 2
+                     "0.1", "--batch-size", "4", "--part", "0/1", "--rows-per-shard", "64"]) == 2

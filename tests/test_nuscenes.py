@@ -31,7 +31,7 @@ def _extract(root, split_file, out, width=W, height=H, crop=(0, 0, 0, 0), rows_p
     return main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--options", FRAME_OPTIONS,
                  "--split-file", str(split_file), "--out", str(out), "--crop", *map(str, crop),
                  "--width", str(width), "--height", str(height), "--threads", "1",
-                 "--rows-per-shard", str(rows_per_shard)])
+                 "--rows-per-shard", str(rows_per_shard), "--part", "0/1"])
 
 
 def _gt(root, frames, out):

@@ -106,11 +106,11 @@ def test_cluster_profiles_pin_no_gpus_and_scale_memory_on_retry(name):
     assert "slurm_partition" not in p["default-resources"]  # it would overrule the partition choice
 
 
-def dry_run_jobs(wd: Path, profile_name: str) -> list[Job]:
+def dry_run_jobs(wd: Path, profile_name: str, overlays=("fast.yaml", "four_gpus.yaml")) -> list[Job]:
     """Every job of the demo DAG that Snakemake would submit, with the threads and resources it gives
-    it under the profile (train.gpus: 4)."""
+    it under the profile (train.gpus: 4), and its shell command."""
     proc = snakemake(wd, "-n", "eval_tables", "--profile", f"workflow/profiles/{profile_name}", "--cores", "64",
-                     "--configfile", "fast.yaml", "four_gpus.yaml")
+                     "--configfile", *overlays)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = []
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", proc.stdout + proc.stderr):
@@ -126,6 +126,8 @@ def dry_run_jobs(wd: Path, profile_name: str) -> list[Job]:
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         jobs.append(Job(rule.group(1), int(threads.group(1)) if threads else 1, resources,
                         dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}))
+        shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs[-1].shell = shell.group(1) if shell else None
     assert jobs
     return jobs
 
@@ -295,6 +297,105 @@ def test_bsub_mocked_jobs_one_and_four_gpus(monkeypatch, tmp_path):
         res = {"mem_mb": 16000, "runtime": 60, "gpu": n, "lsf_extra": f"-gpu num={n}", "lsf_queue": "gpuq"}
         call = bsub_call(Job("train_student", 2, res, {"variant": "full"}), monkeypatch, tmp_path)
         assert f" -gpu num={n} " in call and " -q gpuq " in call and " -n 2 " in call, call
+
+
+# ---- jobs_per_split and multi-node training ---------------------------------------------------------
+
+PARTS_AND_NODES = """
+jobs_per_split: {extract_frames: 3, translate: 3, seg_pseudolabels: 3, depth_pseudolabels: 3}
+train: {gpus: 4, nodes: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def parted_jobs(wd):
+    """The demo DAG under the slurm profile with every chunkable stage in 3 jobs and a 2-node x 4-GPU student."""
+    (wd / "parts_nodes.yaml").write_text(PARTS_AND_NODES)
+    return dry_run_jobs(wd, "slurm", ("fast.yaml", "parts_nodes.yaml"))
+
+
+def test_jobs_per_split_schedules_n_jobs_per_stage_and_split_and_one_assembly(slurm_jobs, parted_jobs):
+    from collections import Counter
+
+    one, three = Counter(j.name for j in slurm_jobs), Counter(j.name for j in parted_jobs)
+    stages = {"extract_frames": "frames", "translate": "synth", "seg_pseudolabels": "seg_teacher",
+              "depth_pseudolabels": "depth_teacher"}
+    assert "assemble_parts" not in one  # jobs_per_split 1: the DAG without parts
+    for rule, stage in stages.items():
+        assert one[rule] > 0 and three[rule] == 3 * one[rule], (rule, one[rule], three[rule])
+        parts = sorted(j.wildcards_dict["part"] for j in parted_jobs if j.name == rule)
+        assert parts == sorted(["0", "1", "2"] * one[rule])
+        assembled = [j for j in parted_jobs if j.name == "assemble_parts" and j.wildcards_dict["stage"] == stage]
+        assert len(assembled) == one[rule]
+        assert all(j.shell.count(f"/{stage}/") == 4 and ".parts/2.zarr" in j.shell for j in assembled), assembled
+    assert three["assemble_parts"] == sum(one[r] for r in stages)
+    assert {k: v for k, v in three.items() if k not in stages and k != "assemble_parts"} == \
+        {k: v for k, v in one.items() if k not in stages}
+
+
+def test_sbatch_two_nodes_four_gpus_each_and_torchrun_rendezvous(parted_jobs, slurm_jobs, monkeypatch, tmp_path):
+    student = [j for j in parted_jobs if j.name == "train_student"]
+    assert student
+    for job in student:
+        call = sbatch_call(job, monkeypatch, tmp_path)
+        # 2 nodes, 4 GPUs on EACH (--gres is per node; --gpus=8 could land 6 + 2), one task per node
+        assert " --nodes=2" in call and " --gres=gpu:4" in call and " --ntasks=2" in call, call
+        assert "--gpus" not in call and " -p gpu " in call and "--ntasks-per-gpu" not in call, call
+        # the job's shell: one torchrun per node (srun), meeting at the first node
+        assert re.search(r"srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=\d+ --gres=gpu:4 ",
+                         job.shell), job.shell
+        assert re.search(r"torchrun --nnodes 2 --nproc_per_node 4 --rdzv_id \$\{SLURM_JOB_ID:\?[^}]*\} "
+                         r"--rdzv_backend c10d --rdzv_endpoint \$\(hostname\):29500 -m pipeline train ", job.shell)
+        assert jobstep_call(job, monkeypatch) == "JOBSTEP"  # run as is: not wrapped in `srun -n1`
+    # the single-node student (train.gpus 4) is wrapped, with its 4 GPUs, and runs torchrun --standalone
+    single = next(j for j in slurm_jobs if j.name == "train_student")
+    assert "torchrun --standalone --nproc_per_node 4 -m pipeline train" in single.shell
+    wrapped = jobstep_call(single, monkeypatch)
+    assert wrapped.startswith("srun -n1") and "--gpus=4" in wrapped and "--nodes=1" in wrapped
+
+
+def test_the_multinode_launcher_fails_clearly_outside_slurm(parted_jobs):
+    shell = next(j.shell for j in parted_jobs if j.name == "train_student")
+    rdzv = re.search(r"--rdzv_id (\$\{SLURM_JOB_ID:\?[^}]*\})", shell).group(1)
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    proc = subprocess.run(["bash", "-c", f"echo {rdzv}"], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "needs a SLURM job: --profile workflow/profiles/slurm" in proc.stderr
+    proc = subprocess.run(["bash", "-c", f"echo {rdzv}"], capture_output=True, text=True,
+                          env={**env, "SLURM_JOB_ID": "4242"})
+    assert proc.stdout.strip() == "4242"
+
+
+def test_lsf_refuses_multinode_training_at_parse_time(wd):
+    proc = snakemake(wd, "-n", "train", "--profile", "workflow/profiles/lsf", "--configfile", "fast.yaml",
+                     "parts_nodes.yaml")
+    assert proc.returncode != 0
+    assert "config key train.nodes is 2: multi-node training runs on SLURM only" in proc.stdout + proc.stderr
+
+
+def jobstep_call(job: Job, monkeypatch) -> str:
+    """The command the SLURM jobstep plugin (inside the sbatch job) runs for `job`."""
+    import snakemake_executor_plugin_slurm_jobstep as plugin
+
+    ex = object.__new__(plugin.Executor)
+    ex.logger = logging.getLogger("test-slurm-jobstep")
+    ex.workflow = SimpleNamespace(executor_settings=plugin.ExecutorSettings())
+    ex.gpu_job, ex.job_array_task = None, False
+    ex.format_job_exec = lambda job: "JOBSTEP"
+    ex.report_job_submission = ex.report_job_success = ex.report_job_error = lambda *a, **k: None
+    calls = []
+
+    class Popen:
+        def __init__(self, call, **kw):
+            calls.append(call)
+
+        def wait(self):
+            return 0
+
+    with monkeypatch.context() as m:
+        m.setattr(plugin.subprocess, "Popen", Popen)
+        ex.run_job(job)
+    assert len(calls) == 1
+    return " ".join(calls[0].split())
 
 
 # ---- the conda env -------------------------------------------------------------------------------

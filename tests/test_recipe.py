@@ -9,7 +9,7 @@ routing gives a different number, and checks that the wrong numbers really diffe
 - SSIM / photometric error against an independent numpy implementation on random images
 - nuScenes LiDAR ground truth against points projected by hand through a known calibration
 - CycleGAN loss weights (LSGAN, D x 0.5, cycle 10, identity 5) with stub networks of known outputs
-- the photometric term alone falls on a rendered scene with real parallax
+- the photometric term alone falls x0.5 on a rendered scene with real (sideways) parallax
 - the Monodepth2 teacher: resume after a kill equals an uninterrupted run; its loss falls
 - a 2-rank gloo DDP step gives the gradients of one process on the same global batch
 
@@ -893,6 +893,9 @@ def test_depth_teacher_resume_after_a_kill_equals_an_uninterrupted_run_and_its_l
 # The photometric term alone falls when the tiny student overfits a rendered triplet
 # =============================================================================================
 
+STEPS_PHOTOMETRIC = 40
+
+
 def _depth_decoder_grad_norm(model, batch) -> float:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(1)
@@ -900,34 +903,81 @@ def _depth_decoder_grad_norm(model, batch) -> float:
     return math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.depth_decoder.parameters() if p.grad is not None))
 
 
+@functools.lru_cache(maxsize=2)
+def rendered_sideways_triplet(baseline_m: float = 0.5, size: int = 64, supersample: int = 4):
+    """Frames t-1, t, t+1 (float (3, 3, H, W) in [0, 1]) of the day scene of `rendered_triplet`, seen by a camera
+    that moves `baseline_m` along its own x axis (right) from one frame to the next, as a stereo rig's
+    cameras are placed; world <- camera poses (3, 4, 4); z-depth of frame t (H, W); K (3, 3)."""
+    import cv2
+
+    from pipeline.datasets import render
+
+    scene = render.make_scene(5, 150.0)
+    centre = render.trajectory(scene, [0.2], 8.0, seed=1)[0] @ T_EGO_CAM
+    T_world_cam = []
+    for i in (-1, 0, 1):
+        offset = np.eye(4)
+        offset[0, 3] = i * baseline_m
+        T_world_cam.append(centre @ offset)
+    big = _pinhole(size * supersample, size * supersample)
+    frames, depth = [], None
+    for i, T in enumerate(T_world_cam):
+        rgb, z, _ = render.render(scene, T, big, size * supersample, size * supersample, night=False)
+        frames.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
+        if i == 1:
+            inv = cv2.resize((1.0 / z).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+            depth = np.where(inv > 0, 1.0 / np.maximum(inv, 1e-12), np.inf)
+    images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    return images, np.stack(T_world_cam), depth, _pinhole(size, size)
+
+
 @pytest.mark.slow
 def test_photometric_term_alone_falls_when_overfitting_real_parallax(monkeypatch):
     """Only eq. 8 on the real day (every other weight 0, the other image kinds switched off): the tiny student
-    (ResNet-18 encoder, real PoseNet, from scratch) lowers the photometric term on one rendered triplet, and
-    the reprojection error (not only the smoothness term) is what sends gradient into the depth decoder.
+    (ResNet-18 encoder, real PoseNet, from scratch, lr 3e-4) halves the photometric term on one rendered
+    triplet with real parallax, and the reprojection error (not only the smoothness term) is what sends
+    gradient into the depth decoder.
 
-    Measured (64 x 64, 0.2 s between frames, lr 3e-4, two seeds): x0.72-0.76 after 5 steps, x0.71-0.73 after
-    20, x0.70-0.72 after 30. The x0.5 asked for is out of reach: with the renderer's TRUE depth and pose the
-    term is x0.38 of the no-motion error (test_true_depth_and_pose_explain_the_rendered_parallax_through_the_
-    step), and a network trained from scratch for 20-100 steps plateaus near x0.7."""
+    The scene is crafted so that halving is possible: the camera moves 0.5 m SIDEWAYS between frames (the
+    renderer's scene, true geometry), so every pixel has parallax, and the renderer's true depth and motion
+    explain the frames down to x0.15 of the no-motion error (checked below through the step). With the
+    forward-driving triplet of `rendered_triplet` (0.2 s at 8 m/s: little parallax near the focus of
+    expansion, true geometry at x0.38 of the no-motion error) the same student plateaus at x0.65-0.73 after
+    20-100 steps (lr 3e-4 or 1e-3, 0.2-0.6 s between frames; measured while writing this test), so x0.5 was
+    out of reach there. "Falls" is measured against step 0, whose error is the no-motion error (PoseNet starts
+    near the identity: 0.159 vs 0.161 here).
+
+    Measured here (64 x 64, seed 0): x0.71 after 5 steps, x0.58 after 10, x0.54 after 20, x0.52 after 30,
+    x0.48 after 40. Broken photometric paths were checked to fail this test (the warped sources detached in
+    `self_supervised_loss`; identity poses passed to it by the step)."""
     from pipeline.model import build_model
 
-    images, _, _, K = rendered_triplet()
+    images, T_world_cam, depth, K = rendered_sideways_triplet()
     batch = _day_only_batch(images, K)
+    # the scene: the renderer's depth and motion, through the step, against the no-motion error
+    true_net = TrueDepthNet(depth, TruePoseNet(images, T_world_cam))
+    with torch.no_grad():
+        true_err = float(train_mod.training_step(batch, true_net, DAY_ONLY, PHOTOMETRIC_ONLY)["sf_day"])
+        disps = [true_net(images[1:2])[("disp", s)] for s in range(4)]
+        eye = torch.eye(4)[None]
+        no_motion = float(_sf(batch["day"], [batch["day_prev"], batch["day_next"]], disps, [eye, eye],
+                              batch["day_K"]))
+    assert true_err < 0.2 * no_motion, (true_err, no_motion)  # measured: x0.145
+
     torch.manual_seed(0)
     model = build_model({"model": {"light": {"base_channels": 8}, "width": 64, "height": 64}})
     train_mod.freeze_unused(model, use_light=False)
     # the depth network learns from the reprojection error itself, not only from the smoothness term
-    # (measured at this init: 0.0101 of 0.0103 without smoothness; 0.0002 from smoothness alone)
     full = _depth_decoder_grad_norm(model, batch)
     with monkeypatch.context() as m:
         m.setattr(losses, "smoothness_loss", lambda disp, img: 0 * disp.sum())
         photometric = _depth_decoder_grad_norm(model, batch)
     assert photometric >= 0.5 * full > 0, (photometric, full)
     model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
     opt = train_mod.make_optimizer(model, 3e-4)
     history = []
-    for _ in range(20):
+    for _ in range(STEPS_PHOTOMETRIC):
         terms = train_mod.training_step(batch, model, DAY_ONLY, PHOTOMETRIC_ONLY)
         assert set(terms) == {"sf_day", "sf", "seg_day", "seg", "total"}
         assert float(terms["total"].detach()) == float(terms["sf_day"].detach())  # the photometric term alone
@@ -935,5 +985,7 @@ def test_photometric_term_alone_falls_when_overfitting_real_parallax(monkeypatch
         terms["total"].backward()
         opt.step()
         history.append(float(terms["sf_day"].detach()))
-    print(f"\nphotometric term: {history[0]:.4f} -> {history[-1]:.4f} (x{history[-1] / history[0]:.3f})")
-    assert history[-1] <= 0.8 * history[0], history
+    print(f"\nphotometric term: {history[0]:.4f} -> {history[-1]:.4f} (x{history[-1] / history[0]:.3f}); "
+          f"no-motion {no_motion:.4f}, true geometry {true_err:.4f}")
+    assert history[0] == pytest.approx(no_motion, rel=0.1)  # step 0 is the no-motion error
+    assert history[-1] <= 0.5 * history[0], history

@@ -195,7 +195,7 @@ def test_verbs_splits_frames_gt_with_crop(written, tmp_path):
     frames = tmp_path / "frames.zarr"
     assert main(["extract-frames", *common, "--options", "{}",
                  "--split-file", str(tmp_path / "splits" / "test_day.txt"), "--out", str(frames), "--crop", *map(str, crop), "--width", str(size[0]), "--height", str(size[1]),
-                 "--threads", "1", "--rows-per-shard", "2"]) == 0
+                 "--threads", "1", "--rows-per-shard", "2", "--part", "0/1"]) == 0
     gt = tmp_path / "gt.zarr"
     assert main(["gt-depth", *common, "--options", json.dumps({"lidar_window_us": WINDOW_US}), "--frames", str(frames),
                  "--out", str(gt), "--eval-width", "80", "--eval-height", "40"]) == 0

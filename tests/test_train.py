@@ -274,11 +274,40 @@ def _states(out):
     return sorted(p.name for p in (out / "state").rglob("epoch_*.pt"))
 
 
+def test_tensorboard_holds_the_epoch_mean_of_every_loss_term(results, tmp_path):
+    """The training curves (pipeline.curves): tag epoch/<term> at step = epoch is the mean of that
+    term's per-step values loss/<term> over the epoch's steps, for every term of eq. 18; epoch/lr follows
+    the StepLR schedule."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    from pipeline.curves import read_epoch_scalars
+
+    s = _settings(epochs=2, scheduler_step=1)  # 2 steps per epoch, lr x0.1 after epoch 1
+    _run(results, tmp_path, s)
+    curves = read_epoch_scalars(tmp_path / "tensorboard")
+    assert {"total", "light", "sf", "cst", "ds", "seg", "lr"} <= set(curves)
+    assert curves["lr"] == [(1, pytest.approx(s.lr)), (2, pytest.approx(s.lr * 0.1))]
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={SCALARS: 0})
+    acc.Reload()
+    for term, points in curves.items():
+        if term == "lr":
+            continue
+        steps = {ev.step: ev.value for ev in acc.Scalars(f"loss/{term}")}
+        assert sorted(steps) == [1, 2, 3, 4], term
+        expected = [(1, (steps[1] + steps[2]) / 2), (2, (steps[3] + steps[4]) / 2)]
+        assert [e for e, _ in points] == [1, 2]
+        assert [v for _, v in points] == pytest.approx([v for _, v in expected], rel=1e-5), term
+
+
 def test_resume_after_a_kill_ends_with_identical_weights(results, tmp_path, monkeypatch):
-    s = _settings()
+    # 3 epochs with the learning rate stepped after epoch 2: the resumed run must restore the schedule too
+    # (a fresh StepLR would keep epoch 3 at the initial rate)
+    s = _settings(epochs=3, scheduler_step=2)
     full = _run(results, tmp_path / "full", s)
     last = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
-    assert last["epoch"] == 2 and last["global_step"] == 4
+    assert last["epoch"] == 3 and last["global_step"] == 6
+    assert last["scheduler"]["last_epoch"] == 3 and last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        s.lr * 0.1)
     assert not (tmp_path / "full" / "state").exists()  # a finished run clears its resumable state
     assert any((tmp_path / "full" / "tensorboard").iterdir())
 
@@ -302,12 +331,66 @@ def test_resume_after_a_kill_ends_with_identical_weights(results, tmp_path, monk
     monkeypatch.setattr(train_mod, "training_step", lambda *a, **kw: calls.append(1) or real_step(*a, **kw))
 
     resumed = _run(results, killed, s)
-    assert len(calls) == 2  # only epoch 2 ran
+    assert len(calls) == 4  # only epochs 2 and 3 ran
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"weights differ after resume: {diff[:5]}"
-    assert torch.load(killed / "last.pt", weights_only=True)["global_step"] == 4
+    assert torch.load(killed / "last.pt", weights_only=True)["global_step"] == 6
+
+
+def test_student_learning_rate_is_steplr_by_epoch(results, tmp_path, monkeypatch):
+    """The rate of epoch k is lr * gamma ** (k // scheduler_step) (Monodepth2's StepLR), read from the optimizer
+    as each epoch starts."""
+    lrs, real_epoch = [], train_mod.run_epoch
+
+    def spy(net, model, loaders, optimizer, *args, **kw):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return real_epoch(net, model, loaders, optimizer, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "run_epoch", spy)
+    s = _settings(epochs=5, max_steps_per_epoch=1, lr=1e-3, scheduler_step=2, scheduler_gamma=0.3)
+    _run(results, tmp_path, s)
+    assert lrs == pytest.approx([1e-3 * 0.3 ** (k // 2) for k in range(5)], rel=1e-12)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["scheduler"]["last_epoch"] == 5
+
+
+def test_color_aug_feeds_jittered_images_to_the_networks_and_originals_to_the_losses(results, monkeypatch):
+    """train.color_aug off: the networks see exactly the loaded images. On (fixed seed): the depth/seg input and
+    PoseNet's inputs differ from the photometric target exactly in the items whose jitter was drawn."""
+    from pipeline.data import NETWORK_IMAGES
+
+    model = _model()
+    net_in, pose_in, targets = [], [], []
+    model.register_forward_pre_hook(lambda module, args: net_in.append(args[0].detach().clone()))
+    real_transform = model.pose.transform
+    monkeypatch.setattr(model.pose, "transform", lambda t, s, **kw: pose_in.append(t.detach().clone())
+                        or real_transform(t, s, **kw))
+    real_loss = train_mod.self_supervised_loss
+    monkeypatch.setattr(train_mod, "self_supervised_loss",
+                        lambda target, *a, **kw: targets.append(target.detach().clone()) or real_loss(target, *a, **kw))
+    for aug in (False, True):
+        ds = TrainingSet(shard_paths(results), DS, real_night=True, synthetic=True, teacher_depth=True, flip=True,
+                         seed=0, color_aug=aug)
+        batch = next(iter(DataLoader(ds, batch_size=len(ds), shuffle=False)))
+        net_in.clear(), pose_in.clear(), targets.clear()
+        with torch.no_grad():
+            training_step(batch, model)
+        b = batch["day"].shape[0]
+        day_in, day_pose_in, day_target = net_in[0][:b], pose_in[0][:b], targets[0]
+        assert torch.equal(day_target, batch["day"])  # the photometric target is the loaded image
+        if not aug:
+            assert not any(k.startswith("aug_") for k in batch) and "color_aug" not in batch
+            assert torch.equal(net_in[0], torch.cat([batch[n] for n in ("day", "syn_night", "night", "syn_day")]))
+            assert torch.equal(day_pose_in, batch["day"])
+            continue
+        drawn = batch["color_aug"].tolist()
+        assert 0 < sum(drawn) < len(drawn), drawn  # the seed gives both kinds of items
+        assert {k[4:] for k in batch if k.startswith("aug_")} == set(NETWORK_IMAGES)
+        for i, jittered in enumerate(drawn):
+            differs = [not torch.equal(day_in[i], day_target[i]), not torch.equal(day_pose_in[i], day_target[i]),
+                       not torch.equal(net_in[0][2 * b + i], batch["night"][i])]
+            assert differs == [jittered] * 3, (i, jittered, differs)
 
 
 def test_only_the_newest_states_are_kept_and_other_settings_never_resume(results, tmp_path, monkeypatch):

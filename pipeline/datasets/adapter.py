@@ -6,6 +6,7 @@ Every data verb talks to a dataset through `Dataset` only:
     splits, header = ds.derive_splits()          # split name -> frame ids, and how they were derived
     table = ds.frame_table(ids)                  # targets + the neighbours they need (K at the original size)
     rgb = ds.load_rgb(table.source[0])           # RGB uint8 (H, W, 3) at the original size
+    frame = ds.load_frame(table.source[0], CropResize(crop, table.image_size, (w, h)))  # cut + resized
     depth, labels = ds.ground_truth(table.frame_id[0], table.source[0], crop=crop, size=(w, h))
 
 `options` holds the dataset's config keys (`datasets.<name>.<key>`) that the calling stage uses; each
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from pipeline.datasets.frames import FrameTable
+from pipeline.datasets.images import CropResize
 
 
 class Dataset(ABC):
@@ -61,6 +63,11 @@ class Dataset(ABC):
     @abstractmethod
     def load_rgb(self, source: str) -> np.ndarray:
         """RGB uint8 (H, W, 3) of a frame's `source` (relative to the root) at the original size."""
+
+    def load_frame(self, source: str, mapping: CropResize) -> np.ndarray:
+        """A frame as extraction stores it: `load_rgb(source)` cut and resized by `mapping` (its `src_size`
+        is checked). Adapters that can skip the work outside the crop box override it (same output)."""
+        return mapping.image(self.load_rgb(source))
 
     @abstractmethod
     def ground_truth(self, frame_id: str, source: str, *, crop, size: tuple[int, int]

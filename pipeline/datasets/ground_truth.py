@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import shards
 from pipeline.datasets.adapter import Dataset
 from pipeline.datasets.images import CropResize
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, i
     with shards.ShardWriter(out, n, attrs) as w:
         w.create("depth", (height, width), np.float32, compress=True, rows_per_shard=rps)
         done = 0  # rows written so far
-        with tqdm(total=stats["targets"], desc="gt depth", unit="frame", disable=not progress) as bar:
+        with progress_bar(total=stats["targets"], desc="gt depth", unit="frame", disable=not progress) as bar:
             for start in range(0, n, rps):
                 stop = min(n, start + rps)
                 depth = np.zeros((stop - start, height, width), np.float32)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.datasets.adapter import Dataset
 from pipeline.datasets.frames import SPLITS, FrameTable, build_table
-from pipeline.datasets.images import CropResize, read_gray, read_rgb
+from pipeline.datasets.images import CropResize, read_gray, read_rgb, read_rgb_frame
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ class NuScenes(Dataset):
 
     def load_rgb(self, source: str) -> np.ndarray:
         return read_rgb(self.root / source)
+
+    def load_frame(self, source: str, mapping: CropResize) -> np.ndarray:
+        return read_rgb_frame(self.root / source, mapping)
 
     # ------------------------------------------------------------------------- ground truth
     def ground_truth(self, frame_id: str, source: str, *, crop, size: tuple[int, int], min_dist: float = 1.0):

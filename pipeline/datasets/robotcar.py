@@ -28,10 +28,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from pipeline.datasets.images import check_complete
 from pipeline.geometry import project_points, rasterize_depth
 
 CAMERA_RE = re.compile(r"(stereo|mono_(left|right|rear))")
@@ -145,18 +145,21 @@ def read_run_frames(run_dir: str | os.PathLike) -> list[int]:
 # --------------------------------------------------------------------------- images
 
 def read_raw(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit single-channel (PIL mode L) Bayer PNG as a uint8 (H, W) array."""
+    """Read an 8-bit single-channel (PIL mode L) Bayer PNG as a uint8 (H, W) array.
+
+    OpenCV decodes it (``imread`` releases the GIL, so decoding threads run in parallel; the values are
+    PIL's, a PNG being lossless); a truncated file (no IEND chunk) or one that does not decode raises
+    ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode, raw = im.mode, np.array(im)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable or truncated image ({err})") from err
-    if mode != "L":
-        raise ValueError(f"{path}: expected an 8-bit single-channel Bayer PNG (mode L), got mode {mode}")
+    check_complete(path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"{path}: unreadable image (OpenCV cannot decode it)")
+    if raw.ndim != 2 or raw.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8-bit single-channel Bayer PNG (mode L), got "
+                         f"{raw.dtype} with shape {raw.shape}")
     return raw
 
 
@@ -215,19 +218,28 @@ def undistort_exact(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def undistort_fast(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """``cv2.remap`` version of ``undistort_exact`` (bilinear, float maps, same dtype as ``img``).
+    """``cv2.remap`` version of ``undistort_exact`` (bilinear, same dtype as ``img``).
 
     Samples outside [0, W-1] x [0, H-1] are set to 0 as in the SDK; inside, OpenCV's fixed-point
     weights differ from ``map_coordinates`` by a few DN at most (on the same input image)."""
     img = np.asarray(img)
     lut = np.asarray(lut)
     _check_lut(img, lut)
-    map_x = lut[0].astype(np.float32)
-    map_y = lut[1].astype(np.float32)
-    out = cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    h, w = img.shape[:2]
-    outside = (lut[0] < 0) | (lut[0] > w - 1) | (lut[1] < 0) | (lut[1] > h - 1)
+    return remap_fast(img, *remap_maps(lut, img.shape[0], img.shape[1]))
+
+
+def remap_maps(lut: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed-point maps of a (2, H, W) LUT (``cv2.convertMaps``: what ``cv2.remap`` computes from float
+    maps anyway, so the result is the same) and the mask of samples outside an image of height x width."""
+    map_x, map_y = lut[0].astype(np.float32), lut[1].astype(np.float32)
+    xy, frac = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+    outside = (lut[0] < 0) | (lut[0] > width - 1) | (lut[1] < 0) | (lut[1] > height - 1)
+    return xy, frac, outside
+
+
+def remap_fast(img: np.ndarray, xy: np.ndarray, frac: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """Bilinear ``cv2.remap`` with `remap_maps`' maps (or a box of them: then the output is that box)."""
+    out = cv2.remap(img, xy, frac, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     out[outside] = 0
     return out
 
@@ -238,23 +250,33 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def load_image(path: str | os.PathLike, models_dir: str | os.PathLike | None = None, exact: bool = True) -> np.ndarray:
+def load_image(path: str | os.PathLike, models_dir: str | os.PathLike | None = None, exact: bool = True,
+               box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) of a RobotCar Bayer PNG as the Python SDK's ``load_image`` returns it.
 
     With ``models_dir`` the image is also undistorted with the camera model chosen from the path.
-    ``exact=False`` uses the OpenCV fast path (see ``demosaic_fast`` / ``undistort_fast``)."""
+    ``exact=False`` uses the OpenCV fast path (see ``demosaic_fast`` / ``undistort_fast``).
+    ``box`` = (x0, y0, x1, y1): only that region of the result (the fast path undistorts only it)."""
     raw = read_raw(path)
     pattern = bayer_pattern_for(path)
-    lut = None
+    model = None
     if models_dir is not None:
-        lut = _cached_camera_model(models_dir, model_name_for(path), raw.shape[0], raw.shape[1]).lut
+        model = _cached_camera_model(models_dir, model_name_for(path), raw.shape[0], raw.shape[1])
+        _check_lut(raw, model.lut)
+    if box is not None:
+        x0, y0, x1, y1 = (int(b) for b in box)
+        if not (0 <= x0 < x1 <= raw.shape[1] and 0 <= y0 < y1 <= raw.shape[0]):
+            raise ValueError(f"{path}: box {list(box)} is not inside the {raw.shape[1]}x{raw.shape[0]} image")
+    cut = (slice(None), slice(None)) if box is None else (slice(y0, y1), slice(x0, x1))
     if not exact:
         img = demosaic_fast(raw, pattern)
-        return img if lut is None else undistort_fast(img, lut)
+        if model is None:
+            return np.ascontiguousarray(img[cut])
+        return remap_fast(img, *(m[cut] for m in model.remap_maps()))
     img = demosaic_exact(raw, pattern)
-    if lut is not None:
-        img = undistort_exact(img, lut)
-    return to_uint8(img)
+    if model is not None:
+        img = undistort_exact(img, model.lut)
+    return np.ascontiguousarray(to_uint8(img)[cut])
 
 
 # --------------------------------------------------------------------------- camera models
@@ -286,6 +308,7 @@ class CameraModel:
     height: int
     width: int
     _lut: np.ndarray | None = field(default=None, init=False, repr=False)
+    _maps: tuple | None = field(default=None, init=False, repr=False)
 
     @property
     def K(self) -> np.ndarray:
@@ -296,6 +319,12 @@ class CameraModel:
         if self._lut is None:
             self._lut = read_lut(self.lut_path, self.height, self.width)
         return self._lut
+
+    def remap_maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`remap_maps` of the LUT, computed once per model (the fast path's per-frame work is the remap)."""
+        if self._maps is None:
+            self._maps = remap_maps(self.lut, self.height, self.width)
+        return self._maps
 
 
 def _parse_model_txt(path: Path) -> tuple[list[float], np.ndarray]:

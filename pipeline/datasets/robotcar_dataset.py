@@ -150,6 +150,12 @@ class RobotCar(Dataset):
     def load_rgb(self, source: str) -> np.ndarray:
         return rc.load_image(self.root / source, models_dir=self.models_dir, exact=False)
 
+    def load_frame(self, source: str, mapping: CropResize) -> np.ndarray:
+        """Undistorts only the crop box (the remap is most of the per-frame work); same pixels as
+        `mapping.image(load_rgb(source))`."""
+        img = rc.load_image(self.root / source, models_dir=self.models_dir, exact=False, box=mapping.box)
+        return mapping.cropped(img)
+
     # ------------------------------------------------------------------------- ground truth
     def ground_truth(self, frame_id: str, source: str, *, crop, size: tuple[int, int]):
         """LMS + VO point cloud of the frame +- lidar_window_us (origin: the frame) projected into the

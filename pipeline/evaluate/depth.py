@@ -1,4 +1,8 @@
-"""Depth metrics with Monodepth2's protocol (`evaluate_depth.py`, `compute_errors`).
+"""Depth metrics with Monodepth2's protocol (`evaluate_depth.py`, `compute_errors`), and the per-image
+metrics of the md4all and ADDS-DepthNet protocols (`md4all_depth_metrics`, `adds_depth_metrics`; which
+one a dataset uses is `pipeline.evaluate.protocol`'s choice, config key `eval.protocol`).
+
+Monodepth2 (`compute_depth_metrics`):
 
 Per image: keep ground-truth pixels with min_depth < gt <= max_depth (gt 0 = no measurement),
 scale the prediction by median(gt) / median(pred) over those pixels (numpy's median: the mean
@@ -14,6 +18,8 @@ import cv2
 import numpy as np
 
 MIN_DEPTH = 1e-3  # Monodepth2's MIN_DEPTH, also the lower clamp of the prediction
+MD4ALL_MIN_DEPTH = 0.1  # md4all config/config.py line 206: EVALUATION.DEPTH.MIN_DEPTH (gt bound and clamp)
+ADDS_CLAMP_MAX = 80.0  # ADDS-DepthNet evaluate_depth.py line 63: MAX_DEPTH, the prediction's upper clamp
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
 
@@ -58,6 +64,61 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, max_depth: float, mi
         pred = pred * ratio
     pred = np.clip(pred, MIN_DEPTH, max_depth)
     return {**compute_errors(gt, pred), "ratio": ratio}
+
+
+def md4all_depth_metrics(gt: np.ndarray, pred: np.ndarray, max_depth: float,
+                         min_depth: float = MD4ALL_MIN_DEPTH) -> dict[str, float]:
+    """md4all's per-image metrics (md4all/md4all `utils/depth.py` `compute_depth_metrics`, lines 219-242,
+    in the `_gt` mode of `evaluation/evaluator.py` lines 86-91 that median-scales): keep pixels with
+    min_depth < gt < max_depth (both strict; `EVALUATION.DEPTH.MIN_DEPTH` 0.1, `MAX_DEPTH` 80,
+    `config/config.py` lines 206-207), scale the prediction by torch.median(gt) / torch.median(pred) over
+    them (torch's median: the LOWER of the two middle values for an even count, where numpy averages
+    them), clamp it to [min_depth, max_depth]; then the same seven metrics. Returns `ratio` too."""
+    import torch
+
+    gt, pred = _valid_pairs(gt, pred, (gt > min_depth) & (gt < max_depth), f"({min_depth}, {max_depth}) m")
+    gt_median = float(torch.median(torch.from_numpy(gt)))
+    pred_median = float(torch.median(torch.from_numpy(pred)))
+    if pred_median <= 0:
+        raise ValueError(f"median of the prediction over valid pixels is {pred_median}; cannot median-scale")
+    ratio = gt_median / pred_median
+    pred = np.clip(pred * ratio, min_depth, max_depth)
+    return {**compute_errors(gt, pred), "ratio": ratio}
+
+
+def adds_depth_metrics(gt: np.ndarray, pred: np.ndarray, max_depth: float,
+                       clamp_max: float = ADDS_CLAMP_MAX) -> dict[str, float]:
+    """ADDS-DepthNet's per-image metrics on RobotCar (LINA-lln/ADDS-DepthNet `evaluate_depth.py`): every
+    gt > 0 pixel is kept (line 209) and the median ratio is taken over ALL of them (lines 217-218), before
+    the range cap; the scaled prediction is clamped to [1e-3, 80] (lines 62-63, 222-223: the constant
+    MAX_DEPTH 80, not the cap); only then are the pixels with gt <= max_depth kept (lines 225-228: 60 m in
+    the file, 40 m for the paper's Table 1, which is ADDS-DepthNet's 40 m table). Returns `ratio` too."""
+    gt, pred = _valid_pairs(gt, pred, gt > 0, "(0, inf) m")
+    pred_median = float(np.median(pred))
+    if pred_median <= 0:
+        raise ValueError(f"median of the prediction over valid pixels is {pred_median}; cannot median-scale")
+    ratio = float(np.median(gt)) / pred_median
+    pred = np.clip(pred * ratio, MIN_DEPTH, clamp_max)
+    keep = gt <= max_depth
+    if not keep.any():
+        raise ValueError(f"no valid ground-truth pixel in (0, {max_depth}] m")
+    return {**compute_errors(gt[keep], pred[keep]), "ratio": ratio}
+
+
+def _valid_pairs(gt, pred, mask_of, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(gt, pred) float64 at the pixels `mask_of` selects (a mask computed on `gt`); errors as compute_depth_metrics."""
+    gt_a = np.asarray(gt, dtype=np.float64)
+    pred_a = np.asarray(pred, dtype=np.float64)
+    if gt_a.shape != pred_a.shape or gt_a.ndim != 2:
+        raise ValueError(f"depth metrics need two (H, W) arrays of one shape, got gt {gt_a.shape} and "
+                         f"pred {pred_a.shape} (resize the prediction first)")
+    mask = np.asarray(mask_of)
+    if not mask.any():
+        raise ValueError(f"no valid ground-truth pixel in {what}")
+    pred_a = pred_a[mask]
+    if not np.all(np.isfinite(pred_a)):
+        raise ValueError(f"prediction has {int(np.sum(~np.isfinite(pred_a)))} non-finite values at valid pixels")
+    return gt_a[mask], pred_a
 
 
 def resize_prediction(pred: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Datasets: `depth` float16 (n, He, We) (depth at the gt size, before median scaling), `seg` uint8
 (n, Hs, Ws) (classes at the reference size), `frame_id` str (n,), `row` int64 (n,) (row in the
-frames shard). Attrs: what the caller passes (`evaluate` records `dataset`, `split`, `checkpoint_sha256`;
-dicts and lists as JSON text).
+frames shard). Attrs: what the caller passes (`evaluate` records `dataset`, `split`, `checkpoint_sha256`,
+`protocol`; dicts and lists as JSON text).
 """
 from __future__ import annotations
 

@@ -5,6 +5,11 @@ name of the folder holding the file) and the `efficiency` record. Paper rows com
 `pipeline.evaluate.paper` and are marked "(paper)"; measured rows "(measured, this run)". A table
 with no measurement keeps the paper rows and says "not measured in this run". Segmentation values
 are printed as percentages (the JSON holds fractions).
+
+Every depth row says which protocol produced it (last column, "Protocol"): the paper rows are the
+published numbers (Table 1 from ADDS-DepthNet's 40 m table, Table 2 from md4all's), the measured rows
+name the `eval.protocol` their metrics file records. Segmentation rows say their reference ("GT labels"
+or "teacher top-1").
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ DEPTH_HEADERS = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "d<1.25", "d<1.25^2", 
 CONSTANT_ROW = "Constant depth (median-scaled)"
 UNTRAINED_ROW = "Untrained network (training's initialisation)"
 SPLIT_NAMES = {"test_day": "day", "test_night": "night"}
+REFERENCE_NAMES = {"gt": "GT labels", "teacher": "teacher top-1"}
+PROTOCOL_NAMES = ("monodepth2", "md4all", "adds")
+TABLE1_PAPER_PROTOCOL = "adds (as published, 40 m)"    # Table 1's rows: ADDS-DepthNet's RobotCar table
+TABLE2_PAPER_PROTOCOL = "md4all (as published, 80 m)"  # Table 2's rows: md4all's nuScenes table
+TABLE5_PAPER_PROTOCOL = "as Table 2"
 REQUIRED = {
     "dataset": None, "split": None, "n_frames": None, "seg_reference": None,
     "depth": DEPTH_KEYS, "baseline_constant": DEPTH_KEYS, "seg": ("miou", "iou"),
@@ -127,8 +137,28 @@ def source_note(r: dict) -> str:
     """Which data and checkpoint produced a measured row."""
     demo = " SYNTHETIC DEMO data (rendered scenes, not the real dataset)," if r.get("synthetic_demo") else ""
     return (f"{r['dataset']} {r['split']} [{r['variant']}]: {r['n_frames']} frames of {r.get('frames', '?')}"
-            f" (root {r.get('dataset_root', '?')}),{demo} cap {r.get('max_depth', '?')} m, seg reference "
-            f"{r['seg_reference']}, checkpoint {str(r.get('checkpoint_sha256', '?'))[:12]}")
+            f" (root {r.get('dataset_root', '?')}),{demo} cap {r.get('max_depth', '?')} m, depth protocol "
+            f"{protocol_of(r)}, seg reference {reference_of(r)}, checkpoint {str(r.get('checkpoint_sha256', '?'))[:12]}")
+
+
+def protocol_of(r: dict | None) -> str | None:
+    """The depth protocol a metrics record names (records written before `eval.protocol` existed hold a
+    description of Monodepth2's protocol instead of a name)."""
+    if r is None:
+        return None
+    name = r.get("protocol")
+    return name if name in PROTOCOL_NAMES else "monodepth2"
+
+
+def protocols_of(*records) -> str:
+    """The protocol(s) of the given records (None ignored), one cell."""
+    names = sorted({protocol_of(r) for r in records if r is not None})
+    return "/".join(names) if names else "-"
+
+
+def reference_of(r: dict) -> str:
+    """The segmentation reference of a record, in words ("GT labels" or "teacher top-1")."""
+    return REFERENCE_NAMES.get(r["seg_reference"], r["seg_reference"])
 
 
 def untrained_depth(r: dict) -> dict | None:
@@ -140,23 +170,25 @@ def untrained_depth(r: dict) -> dict | None:
 def table1(index: dict, teachers: dict) -> Table:
     """Depth on Oxford RobotCar (paper Table 1)."""
     t = Table("table1", f"Table 1: depth on Oxford RobotCar (cap {paper.TABLE1_MAX_DEPTH:g} m)",
-              ["Split", "Method", *DEPTH_HEADERS], [None, None] + [3] * 7)
+              ["Split", "Method", *DEPTH_HEADERS, "Protocol"], [None, None] + [3] * 7 + [None])
     v = main_variant(index)
     for split, rows in paper.TABLE1_ROBOTCAR.items():
         for method, values in rows:
-            t.add("paper", [SPLIT_NAMES[split], method + PAPER, *values])
+            t.add("paper", [SPLIT_NAMES[split], method + PAPER, *values, TABLE1_PAPER_PROTOCOL])
         r = index.get((v, "robotcar", split))
         if r is not None:
-            t.add("measured", [SPLIT_NAMES[split], _ours(v) + MEASURED, *(r["depth"][k] for k in DEPTH_KEYS)])
+            proto = protocol_of(r)
+            t.add("measured", [SPLIT_NAMES[split], _ours(v) + MEASURED, *(r["depth"][k] for k in DEPTH_KEYS), proto])
             t.add("measured", [SPLIT_NAMES[split], CONSTANT_ROW + MEASURED,
-                               *(r["baseline_constant"][k] for k in DEPTH_KEYS)])
+                               *(r["baseline_constant"][k] for k in DEPTH_KEYS), proto])
             if untrained_depth(r) is not None:
                 t.add("measured", [SPLIT_NAMES[split], UNTRAINED_ROW + MEASURED,
-                                   *(untrained_depth(r)[k] for k in DEPTH_KEYS)])
+                                   *(untrained_depth(r)[k] for k in DEPTH_KEYS), proto])
             t.notes.append(source_note(r))
         tr = teachers.get(("robotcar", split))
         if tr is not None:
-            t.add("measured", [SPLIT_NAMES[split], TEACHER_ROW + MEASURED, *(tr["depth"][k] for k in DEPTH_KEYS)])
+            t.add("measured", [SPLIT_NAMES[split], TEACHER_ROW + MEASURED, *(tr["depth"][k] for k in DEPTH_KEYS),
+                               protocol_of(tr)])
     _mark_unmeasured(t)
     return t
 
@@ -165,9 +197,9 @@ def table2(index: dict, teachers: dict) -> Table:
     """Depth on nuScenes, day-clear and night (paper Table 2)."""
     heads = [f"{s} {h}" for s in ("day-clear", "night") for h in ("Abs Rel", "RMSE", "d<1.25")]
     t = Table("table2", f"Table 2: depth on nuScenes (cap {paper.TABLE2_MAX_DEPTH:g} m)",
-              ["Method", "Train", *heads], [None, None] + [3] * 6)
+              ["Method", "Train", *heads, "Protocol"], [None, None] + [3] * 6 + [None])
     for method, train, day, night in paper.TABLE2_NUSCENES:
-        t.add("paper", [method + PAPER, train, *day, *night])
+        t.add("paper", [method + PAPER, train, *day, *night, TABLE2_PAPER_PROTOCOL])
     v = main_variant(index)
     day, night = index.get((v, "nuscenes", "test_day")), index.get((v, "nuscenes", "test_night"))
     rows = ((_ours(v), lambda r: r["depth"]), (CONSTANT_ROW, lambda r: r["baseline_constant"]),
@@ -177,11 +209,11 @@ def table2(index: dict, teachers: dict) -> Table:
         if all(d is None for d in depth):
             continue
         cells = [d[k] if d is not None else None for d in depth for k in paper.TABLE2_KEYS]
-        t.add("measured", [label + MEASURED, "M", *cells])
+        t.add("measured", [label + MEASURED, "M", *cells, protocols_of(day, night)])
     tday, tnight = teachers.get(("nuscenes", "test_day")), teachers.get(("nuscenes", "test_night"))
     if tday is not None or tnight is not None:
         cells = [r["depth"][k] if r is not None else None for r in (tday, tnight) for k in paper.TABLE2_KEYS]
-        t.add("measured", [TEACHER_ROW + MEASURED, "M (day)", *cells])
+        t.add("measured", [TEACHER_ROW + MEASURED, "M (day)", *cells, protocols_of(tday, tnight)])
     t.notes += [source_note(r) for r in (day, night) if r is not None]
     _mark_unmeasured(t)
     return t
@@ -191,10 +223,10 @@ def _seg_rows(t: Table, r: dict, classes, v: str) -> None:
     split = SPLIT_NAMES.get(r["split"], r["split"])
     if r.get("teacher_seg"):
         s = r["teacher_seg"]
-        t.add("measured", ["Mask2Former teacher" + MEASURED, split, r["seg_reference"], _pct(s["miou"]),
+        t.add("measured", ["Mask2Former teacher" + MEASURED, split, reference_of(r), _pct(s["miou"]),
                            *(_pct(s["iou"].get(c)) for c in classes)])
     s = r["seg"]
-    t.add("measured", [_ours(v) + MEASURED, split, r["seg_reference"], _pct(s["miou"]),
+    t.add("measured", [_ours(v) + MEASURED, split, reference_of(r), _pct(s["miou"]),
                        *(_pct(s["iou"].get(c)) for c in classes)])
     t.notes.append(source_note(r))
 
@@ -202,10 +234,11 @@ def _seg_rows(t: Table, r: dict, classes, v: str) -> None:
 def table3(index: dict, dataset: str) -> Table:
     """Segmentation mIoU and per-class IoU, % (paper Table 3a nuScenes, 3b RobotCar)."""
     if dataset == "nuscenes":
-        classes, rows, sub, ref = paper.TABLE3_NUSCENES_CLASSES, paper.TABLE3_NUSCENES, "a", "gt"
+        classes, rows, sub, ref = paper.TABLE3_NUSCENES_CLASSES, paper.TABLE3_NUSCENES, "a", REFERENCE_NAMES["gt"]
         title = "Table 3a: segmentation on nuScenes (paper: against ground-truth labels)"
     else:
-        classes, rows, sub, ref = paper.TABLE3_ROBOTCAR_CLASSES, paper.TABLE3_ROBOTCAR, "b", "teacher"
+        classes, rows, sub, ref = (paper.TABLE3_ROBOTCAR_CLASSES, paper.TABLE3_ROBOTCAR, "b",
+                                   REFERENCE_NAMES["teacher"] + " (Mask2Former)")
         title = "Table 3b: segmentation on Oxford RobotCar (paper: against Mask2Former pseudo-labels)"
     t = Table(f"table3{sub}", title, ["Method", "Split", "Reference", "mIoU", *classes],
               [None, None, None, 2] + [2] * len(classes))
@@ -271,20 +304,21 @@ def table5(index: dict) -> Table:
     """Ablations on nuScenes (paper Table 5): mIoU (%), Abs Rel, RMSE, d<1.25 by day and night."""
     heads = [f"{s} {h}" for s in ("day-clear", "night") for h in ("mIoU", "Abs Rel", "RMSE", "d<1.25")]
     t = Table("table5", "Table 5: ablations on nuScenes (RN real night, SN synthetic night, LE light "
-              "enhancement, PD day depth distillation)", ["Variant", *paper.TABLE5_FLAGS, *heads],
-              [None] * 5 + [2, 3, 3, 3, 2, 3, 3, 3])
+              "enhancement, PD day depth distillation)", ["Variant", *paper.TABLE5_FLAGS, *heads, "Protocol"],
+              [None] * 5 + [2, 3, 3, 3, 2, 3, 3, 3, None])
     flags = {name: present for name, present, _, _ in paper.TABLE5_NUSCENES}
     for name, present, day, night in paper.TABLE5_NUSCENES:
-        t.add("paper", [name + PAPER, *_flag_cells(present), *day, *night])
+        t.add("paper", [name + PAPER, *_flag_cells(present), *day, *night, TABLE5_PAPER_PROTOCOL])
     t.notes.append("paper rows: check marks lost in the paper's text; read as leave-one-out in column order "
                    "(see pipeline/evaluate/paper.py)")
     for variant in sorted({k[0] for k in index if k[1] == "nuscenes"}):
-        cells = []
-        for split in ("test_day", "test_night"):
-            r = index.get((variant, "nuscenes", split))
+        cells, recs = [], [index.get((variant, "nuscenes", split)) for split in ("test_day", "test_night")]
+        for r in recs:
             cells += ([_pct(r["seg"]["miou"]), r["depth"]["abs_rel"], r["depth"]["rmse"], r["depth"]["a1"]]
                       if r is not None else [None] * 4)
-        t.add("measured", [variant + MEASURED, *_flag_cells(flags.get(variant)), *cells])
+        refs = sorted({reference_of(r) for r in recs if r is not None})
+        t.add("measured", [variant + MEASURED, *_flag_cells(flags.get(variant)), *cells,
+                           f"depth {protocols_of(*recs)}; seg {'/'.join(refs)}"])
         t.notes += [source_note(r) for s in ("test_day", "test_night")
                     if (r := index.get((variant, "nuscenes", s))) is not None]
     _mark_unmeasured(t)
@@ -367,12 +401,55 @@ def to_latex(tables: list[Table]) -> str:
     return "\n".join(out)
 
 
-def write_tables(tables: list[Table], md, csv_path, tex, header: str = "") -> dict[str, Path]:
-    """The tables as Markdown (`md`), CSV (`csv_path`) and LaTeX (`tex`), each written atomically."""
+_HTML_STYLE = """body{font-family:sans-serif;font-size:13px;margin:12px;color:#111}
+table{border-collapse:collapse;margin:6px 0 4px}th,td{border:1px solid #bbb;padding:2px 6px}
+th{background:#e8eef5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.measured td{background:#fff4d6}ul.notes{font-size:11px;color:#444;margin-top:2px}"""
+
+
+def _html_inline(text: str) -> str:
+    """One line of the Markdown header as HTML: escaped, **bold** kept."""
+    import html
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+def to_html(tables: list[Table], header: str = "") -> str:
+    """A standalone HTML page (the report's view of the tables): one <table> per Table, measured rows
+    shaded (class "measured"), numbers right-aligned, notes below each table."""
+    import html
+
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8"><title>DepthSegNet24 tables</title>',
+           f"<style>{_HTML_STYLE}</style></head><body>"]
+    for line in header.splitlines():
+        if line.startswith("# "):
+            out.append(f"<h1>{_html_inline(line[2:])}</h1>")
+        elif line.strip():
+            out.append(f"<p>{_html_inline(line)}</p>")
+    for t in tables:
+        out += [f'<h2 id="{html.escape(t.key)}">{html.escape(t.title)}</h2>', f'<table data-key="{html.escape(t.key)}">',
+                "<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns) + "</tr></thead><tbody>"]
+        for kind, row in zip(t.kinds, t.rows):
+            cells = "".join(f'<td class="num">{html.escape(fmt(v, d))}</td>' if d is not None
+                            else f"<td>{html.escape(fmt(v, d))}</td>" for v, d in zip(row, t.digits))
+            out.append(f'<tr class="{html.escape(kind)}">{cells}</tr>')
+        out.append("</tbody></table>")
+        if t.notes:
+            out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_tables(tables: list[Table], md, csv_path, tex, header: str = "", html=None) -> dict[str, Path]:
+    """The tables as Markdown (`md`), CSV (`csv_path`), LaTeX (`tex`) and, if `html` is given, an HTML
+    page, each written atomically."""
     paths = {"md": Path(md), "csv": Path(csv_path), "tex": Path(tex)}
     write_text(paths["md"], to_markdown(tables, header))
     write_text(paths["csv"], to_csv(tables))
     write_text(paths["tex"], to_latex(tables))
+    if html is not None:
+        paths["html"] = write_text(html, to_html(tables, header))
     return paths
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline import checkpoints
 from pipeline.checkpoints import TrainingState
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +299,16 @@ def _restore(state: dict, nets, opt_g, opt_d, pools, rng, device) -> int:
 def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9, n_epochs: int = 100,
                    n_epochs_decay: int = 100, crop: int = 256, batch_size: int = 1, lr: float = 2e-4,
                    device="cpu", seed: int = 0, state: TrainingState | None = None, progress: bool = True,
-                   pool_size: int = 50) -> tuple[ResnetGenerator, ResnetGenerator]:
+                   pool_size: int = 50, on_epoch=None) -> tuple[ResnetGenerator, ResnetGenerator]:
     """Train CycleGAN on unpaired uint8 (N, H, W, 3) day and night images (numpy or zarr arrays).
 
     An epoch is ceil(max(N_day, N_night) / batch_size) iterations of random `crop` x `crop` patches
     with random horizontal flips (unpaired: day and night rows drawn independently). With
     `state` (a `pipeline.checkpoints.TrainingState` keyed by the run's settings and inputs), the
     networks, optimisers, pools and random states are saved after every epoch and the newest saved
-    epoch is resumed from. Returns (G_day2night, G_night2day) in eval mode on CPU."""
+    epoch is resumed from. `on_epoch(epoch, scalars)`, if given, receives after each epoch (1-based)
+    the mean of every loss term over its iterations and the learning rate (the training curves).
+    Returns (G_day2night, G_night2day) in eval mode on CPU."""
     _check_images(day_images, "day_images")
     _check_images(night_images, "night_images")
     device = torch.device(device)
@@ -332,7 +334,7 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(epoch, n_epochs, n_epochs_decay)
-        bar = tqdm(range(iters), desc=f"cyclegan epoch {epoch + 1}/{total}", disable=not progress, leave=False)
+        bar = progress_bar(range(iters), desc=f"cyclegan epoch {epoch + 1}/{total}", disable=not progress, leave=False)
         sums: dict[str, float] = {}
         for _ in bar:
             real_day = to_tensor(sample_crops(day_images, batch_size, crop, rng)).to(device)
@@ -343,6 +345,8 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
                             D=f"{terms['D_night'] + terms['D_day']:.3f}")
         log.info("cyclegan epoch %d/%d lr %.2e %s", epoch + 1, total, opt_g.param_groups[0]["lr"],
                  " ".join(f"{k}={v / iters:.4f}" for k, v in sums.items()))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {**{k: v / iters for k, v in sums.items()}, "lr": opt_g.param_groups[0]["lr"]})
         if state is not None:
             state.save(epoch + 1, _checkpoint_state(epoch + 1, settings, nets, opt_g, opt_d, pools, rng))
     return nets["G_day2night"].cpu().eval(), nets["G_night2day"].cpu().eval()
@@ -437,7 +441,7 @@ def translate(G: nn.Module, images, batch_size: int = 4, device="cpu", progress:
     G = G.to(device).eval()
     n, h, w = images.shape[:3]
     out = np.empty((n, h, w, 3), np.uint8)
-    for start in tqdm(range(0, n, batch_size), desc="translate", disable=not progress):
+    for start in progress_bar(range(0, n, batch_size), desc="translate", disable=not progress):
         x = to_tensor(np.asarray(images[start:start + batch_size])).to(device)
         with torch.autocast(device_type="cuda", enabled=device.type == "cuda"):
             y = G(_pad_to_multiple(x))

@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline import cityscapes
 from pipeline.atomic import atomic_path
 from pipeline.devices import resolve_device
-from pipeline.shards import ShardWriter, file_sha256, open_shard
+from pipeline.progress import progress_bar
+from pipeline.shards import Part, ShardWriter, file_sha256, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +190,19 @@ def dropped_mass(probs, k: int, tau: float = 0.1) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- inference
-def contiguous_batches(rows: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
-    """Split increasing row indices into [start, stop) ranges of consecutive rows, at most batch_size long."""
+def contiguous_batches(rows: Sequence[int], batch_size: int,
+                       align: int | None = None) -> list[tuple[int, int]]:
+    """Split increasing row indices into [start, stop) ranges of consecutive rows, at most batch_size long;
+    with `align`, ranges also start at every multiple of it (shard files: the same batches whichever
+    jobs write which shards, jobs_per_split)."""
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and np.any(np.diff(rows) <= 0):
         raise ValueError("rows must be strictly increasing")
+    breaks = np.diff(rows) != 1
+    if align:
+        breaks |= rows[1:] % align == 0
     out: list[tuple[int, int]] = []
-    for run in np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1) if rows.size else []:
+    for run in np.split(rows, np.flatnonzero(breaks) + 1) if rows.size else []:
         for i in range(0, len(run), batch_size):
             piece = run[i:i + batch_size]
             out.append((int(piece[0]), int(piece[-1]) + 1))
@@ -205,16 +211,16 @@ def contiguous_batches(rows: Sequence[int], batch_size: int) -> list[tuple[int, 
 
 @torch.inference_mode()
 def predict(model, processor, images, batch_size: int, device, progress: bool = True,
-            rows: Sequence[int] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+            rows: Sequence[int] | None = None, align: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield `(start, probs)` over `images` uint8 (N, H, W, 3) (numpy or zarr; frames of one size):
     probs is (B, 19, H, W) float32 on `device` for rows [start, start + B). `rows` (increasing)
-    restricts the rows processed; batches never span a gap."""
+    restricts the rows processed; batches never span a gap, nor a multiple of `align`."""
     device = _as_device(device)
     dtype = next(model.parameters()).dtype
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     height, width = images.shape[1:3]
-    with tqdm(total=len(rows), disable=not progress, desc="mask2former", unit="frame") as bar:
-        for start, stop in contiguous_batches(rows, batch_size):
+    with progress_bar(total=len(rows), disable=not progress, desc="mask2former", unit="frame") as bar:
+        for start, stop in contiguous_batches(rows, batch_size, align):
             batch = np.asarray(images[start:stop])
             inputs = processor(images=list(batch), return_tensors="pt", input_data_format="channels_last")
             pixel_values = inputs["pixel_values"].to(device, dtype=dtype)
@@ -229,10 +235,12 @@ def predict(model, processor, images, batch_size: int, device, progress: bool = 
 
 def write_pseudolabels(frames_path: str | os.PathLike, out_path: str | os.PathLike, model, processor, *,
                        teacher: Mapping[str, Any], k: int = 3, tau: float = 0.1, batch_size: int = 4,
-                       device="auto", attrs: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
+                       device="auto", attrs: Mapping[str, Any] | None = None, progress: bool = True,
+                       part: Part | None = None) -> dict:
     """Write `topk_class`, `topk_prob` uint8 (N, H, W, k) for the target rows of a frames shard
     (other rows 0), with attrs `labels`, `k`, `teacher`, `processor`, `dropped_mass` + `attrs`.
-    Returns the dropped-mass report {mean, max, tau, k, pixels}."""
+    Returns the dropped-mass report {mean, max, tau, k, pixels}. With `part`, only that part's rows
+    (jobs_per_split); batches never span a shard file, so every split into parts gives the same bytes."""
     if not 1 <= k <= cityscapes.NUM_CLASSES:
         raise ValueError(f"top-k must be in [1, {cityscapes.NUM_CLASSES}], got {k}")
     frames = open_shard(frames_path)
@@ -241,29 +249,27 @@ def write_pseudolabels(frames_path: str | os.PathLike, out_path: str | os.PathLi
             raise KeyError(f"{frames_path}: frames shard has no `{name}` array")
     images = frames["image"]
     n, height, width = images.shape[:3]
-    rows = np.flatnonzero(np.asarray(frames["target"][:], dtype=bool))
-    total, peak, pixels = 0.0, 0.0, 0
     meta = {**dict(attrs or {}), "labels": list(cityscapes.NAMES), "k": int(k), "teacher": dict(teacher),
             "processor": json.loads(processor.to_json_string())}
-    with ShardWriter(out_path, n, meta) as writer:
+    with ShardWriter(out_path, n, meta, part=part) as writer:
+        lo, hi = writer.row_range
+        rows = np.flatnonzero(np.asarray(frames["target"][lo:hi], dtype=bool)) + lo
         # top-k labels compress ~2.4x with blosc-zstd (benchmarks/teachers.py): 15x smaller than dense float16
         classes_out = writer.rows("topk_class", (height, width, k), np.uint8, compress=True)
         probs_out = writer.rows("topk_prob", (height, width, k), np.uint8, compress=True)
-        for start, probs in predict(model, processor, images, batch_size, device, progress, rows=rows):
+        lost_mass = writer.summary("dropped_mass", count_key="pixels", tau=float(tau), k=int(k))
+        for start, probs in predict(model, processor, images, batch_size, device, progress, rows=rows,
+                                    align=classes_out.rows_per_shard):
             top_class, top_prob = topk_labels(probs, k)
             classes_out.put(start, top_class)
             probs_out.put(start, top_prob)
             lost = dropped_mass(probs, k, tau)
-            total += float(lost.double().sum())
-            peak = max(peak, float(lost.max()))
-            pixels += lost.numel()
+            lost_mass.add(lost.double().sum(), lost.max(), lost.numel())
         classes_out.close()
         probs_out.close()
-        report = {"mean": total / pixels if pixels else 0.0, "max": peak, "tau": float(tau), "k": int(k),
-                  "pixels": int(pixels)}
-        writer.attrs["dropped_mass"] = report
+        report = lost_mass.report()
     log.info("%s: top-%d drops class mass above tau=%.2f: mean %.5f, max %.4f per pixel over %d pixels (%d frames)",
-             out_path, k, tau, report["mean"], report["max"], pixels, len(rows))
+             out_path, k, tau, report["mean"], report["max"], report["pixels"], len(rows))
     return report
 
 
@@ -338,7 +344,7 @@ def fit_demo_teacher(images: np.ndarray, labels: np.ndarray, out_dir: str | os.P
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     losses: list[float] = []
     began = time.monotonic()
-    for _ in tqdm(range(max_steps), desc="demo Mask2Former", mininterval=10):
+    for _ in progress_bar(range(max_steps), desc="demo Mask2Former", mininterval=10):
         pick = rng.choice(len(pixel_values), size=min(batch_size, len(pixel_values)), replace=False)
         flip = bool(rng.random() < 0.5)
         losses.append(_train_step(model, optimizer, pixel_values, mask_labels, class_labels, pick, flip, device))

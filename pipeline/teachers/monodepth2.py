@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from pipeline import checkpoints
 from pipeline.checkpoints import TrainingState
@@ -27,6 +26,7 @@ from pipeline.losses import self_supervised_loss
 from pipeline.model.decoders import DepthDecoder
 from pipeline.model.encoder import ResnetEncoder
 from pipeline.model.pose import PoseNet
+from pipeline.progress import progress_bar
 from pipeline.triplets import usable_targets
 
 log = logging.getLogger(__name__)
@@ -237,14 +237,16 @@ def _check_size(height: int, width: int) -> None:
 def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 20, batch_size: int = 12,
                         lr: float = 1e-4, scheduler_step: int = 15, min_depth: float = 0.1, max_depth: float = 100.0,
                         device="cpu", seed: int = 0, out_dir, progress: bool = True, state: TrainingState | None = None,
-                        color_aug: bool = True, pretrained_path=None) -> Monodepth2:
+                        color_aug: bool = True, pretrained_path=None, on_epoch=None) -> Monodepth2:
     """Train Monodepth2 (monocular, ResNet-18, frames 0, -1, +1) on the target rows of a frames group
     that have both neighbours; write the official weights folder to `out_dir` and return the model.
 
     Adam(lr), StepLR(scheduler_step, 0.1) per epoch; random flips and (with `color_aug`) colour jitter.
     `pretrained_path`: an optional local torchvision ResNet-18 .pth for both encoders (Monodepth2 starts
     from ImageNet). With `state` (a `pipeline.checkpoints.TrainingState` keyed by the run's settings and
-    inputs), the training state is saved after every epoch and the newest saved epoch resumed from."""
+    inputs), the training state is saved after every epoch and the newest saved epoch resumed from.
+    `on_epoch(epoch, scalars)`, if given, receives after each epoch (1-based) the mean loss over its steps
+    and the learning rate the epoch ran with (the training curves)."""
     _check_size(height, width)
     rows = usable_targets(frames_group)
     if len(rows) == 0:
@@ -265,7 +267,7 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
         model.train()
         order = rng.permutation(rows)
         total = 0.0
-        for step in tqdm(range(steps), desc=f"depth teacher epoch {epoch + 1}/{epochs}", disable=not progress,
+        for step in progress_bar(range(steps), desc=f"depth teacher epoch {epoch + 1}/{epochs}", disable=not progress,
                          leave=False):
             batch = load_batch(frames_group, order[step * batch_size:(step + 1) * batch_size], height, width,
                                rng, color_aug)
@@ -274,9 +276,12 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
             loss.backward()
             opt.step()
             total += float(loss.detach())
+        epoch_lr = opt.param_groups[0]["lr"]
         sched.step()
         log.info("depth teacher epoch %d/%d loss %.5f lr %.2e", epoch + 1, epochs, total / steps,
                  opt.param_groups[0]["lr"])
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {"loss": total / steps, "lr": epoch_lr})
         if state is not None:
             state.save(epoch + 1, _checkpoint(epoch + 1, settings, model, opt, sched, rng))
     save_weights(model, out_dir, height, width)
@@ -306,7 +311,7 @@ def predict_depth(model: Monodepth2, images, batch_size: int = 8, device="cpu", 
     n, h, w = shape[:3]
     feed = _feed_size(model, h, w)
     out = np.empty((n, h, w), np.float32)
-    for start in tqdm(range(0, n, batch_size), desc="depth", disable=not progress):
+    for start in progress_bar(range(0, n, batch_size), desc="depth", disable=not progress):
         x = _resize(_to_float(np.asarray(images[start:start + batch_size])), feed).to(device)
         with torch.autocast(device_type="cuda", enabled=device.type == "cuda"):
             disp = model(x)[("disp", 0)]

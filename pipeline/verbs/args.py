@@ -25,6 +25,14 @@ def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="auto (cuda if available), cpu or cuda[:N]")
 
 
+def part_arguments(p: argparse.ArgumentParser) -> None:
+    """--part and --rows-per-shard of the verbs a stage can split over several jobs (jobs_per_split)."""
+    p.add_argument("--part", required=True, metavar="I/N",
+                   help="write part I of N of the output (whole shard files; `assemble` joins them); 0/1 = all")
+    p.add_argument("--rows-per-shard", type=int, required=True,
+                   help="rows per shard file of the per-frame arrays (config key extract.rows_per_shard)")
+
+
 def dataset_arguments(p: argparse.ArgumentParser, options_help: str) -> None:
     """--dataset, --root and --options (JSON of the dataset's config keys the stage reads), for the data verbs."""
     p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.verbs.args import device_arg
+from pipeline.verbs.args import device_arg, part_arguments
 
 HELP = "Monodepth2 depth (float16) for the target rows of a frames shard"
 log = logging.getLogger("pipeline")
@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--min-depth", type=float, required=True)
     p.add_argument("--max-depth", type=float, required=True)
+    part_arguments(p)
     device_arg(p)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
 
     from pipeline.devices import resolve_device
     from pipeline.model.inference import inference_depth_model
-    from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
+    from pipeline.shards import Part, ShardWriter, digest, file_sha256, open_shard, provenance
     from pipeline.teachers import monodepth2
 
     frames = open_shard(args.frames)
@@ -39,9 +40,12 @@ def run(args) -> int:
                        {"frames": digest(args.frames), **teacher})
     attrs["teacher_sha256"] = teacher
     images, target = frames["image"], np.asarray(frames["target"][:], bool)
-    with ShardWriter(args.out, images.shape[0], attrs) as w:  # non-target rows stay 0
+    part = Part.parse(args.part, args.rows_per_shard)
+    with ShardWriter(args.out, images.shape[0], attrs, part=part) as w:  # non-target rows stay 0
         w.fill_rows("depth", tuple(images.shape[1:3]), np.float16, target, compress=True, desc="depth pseudo-labels",
                     compute=lambda rows: monodepth2.predict_depth(model, images.oindex[rows], args.batch_size, device,
                                                                   args.min_depth, args.max_depth))
-    log.info("depth pseudo-labels for %d target rows of %s written to %s", int(target.sum()), args.frames, args.out)
+    lo, hi = part.rows(len(target))
+    log.info("depth pseudo-labels for %d target rows of %s written to %s", int(target[lo:hi].sum()), args.frames,
+             args.out)
     return 0

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--md", type=Path, required=True, metavar="TABLES.md", help="writes the tables as Markdown")
     p.add_argument("--csv", type=Path, required=True, metavar="TABLES.csv", help="writes the tables as CSV (long)")
     p.add_argument("--tex", type=Path, required=True, metavar="TABLES.tex", help="writes the tables as LaTeX")
+    p.add_argument("--html", type=Path, metavar="TABLES.html", help="also writes the tables as an HTML page (the report's)")
     p.add_argument("--figures", type=Path, nargs="*", default=[], metavar="FIG.png",
                    help="exactly the figures the metrics imply, by file name: qualitative_{variant}_{ds}_{split}.png "
                         "for each --metrics file of the main variant (`full` if given, else the first variant "
@@ -46,6 +47,6 @@ def run(args) -> int:
     teachers = [tables.load_teacher_metrics(p) for p in args.teacher_metrics]
     built = tables.build_tables(records, eff, teachers)
     figs = figures.write_figures(records, args.predictions, args.frames, outputs, main_variant)
-    paths = tables.write_tables(built, args.md, args.csv, args.tex, tables.header_text(records))
+    paths = tables.write_tables(built, args.md, args.csv, args.tex, tables.header_text(records), args.html)
     log.info("tables: %s; figures: %s", ", ".join(map(str, paths.values())), ", ".join(map(str, figs)) or "none")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.verbs.args import device_arg
 
-HELP = "depth (Monodepth2 protocol) and segmentation metrics of a student on a test split; predictions h5"
+HELP = "depth (the dataset's protocol: md4all, adds, monodepth2) and segmentation metrics of a student on a test split; predictions h5"
 log = logging.getLogger("pipeline")
 
 
@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=["nuscenes", "robotcar"])
     p.add_argument("--split", required=True, help="e.g. test_day, test_night")
     p.add_argument("--max-depth", type=float, required=True, help="evaluation cap in m (RobotCar 40, nuScenes 80)")
+    p.add_argument("--protocol", required=True,
+                   help="depth evaluation protocol (config eval.protocol.<dataset>): monodepth2, md4all or adds")
     p.add_argument("--batch-size", type=int, required=True)
     device_arg(p)
     p.add_argument("--out", type=Path, required=True, metavar="METRICS.json")
@@ -36,9 +38,9 @@ def run(args) -> int:
         raise ValueError(f"--max-depth must be > 0, got {args.max_depth}")
     r = run_evaluate(args.checkpoint, args.frames, args.gt, args.seg_teacher, dataset=args.dataset, split=args.split,
                      max_depth=args.max_depth, batch_size=args.batch_size, device=resolve_device(args.device),
-                     out=args.out, predictions=args.predictions)
-    log.info("%s %s: %d frames, abs_rel %.4f (constant depth %.4f, untrained network %.4f), mIoU %s "
-             "(untrained %s) vs %s -> %s", args.dataset, args.split, r["n_frames"], r["depth"]["abs_rel"],
+                     out=args.out, predictions=args.predictions, protocol=args.protocol)
+    log.info("%s %s (%s protocol): %d frames, abs_rel %.4f (constant depth %.4f, untrained network %.4f), mIoU %s "
+             "(untrained %s) vs %s -> %s", args.dataset, args.split, r["protocol"], r["n_frames"], r["depth"]["abs_rel"],
              r["baseline_constant"]["abs_rel"], r["baseline_untrained"]["depth"]["abs_rel"], r["seg"]["miou"],
              r["baseline_untrained"]["seg_miou"], r["seg_reference"], args.out)
     return 0

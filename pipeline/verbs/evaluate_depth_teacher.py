@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-depth", required=True, type=float, help="evaluation cap (m)")
     p.add_argument("--teacher-min-depth", required=True, type=float, help="the teacher's disp_to_depth range")
     p.add_argument("--teacher-max-depth", required=True, type=float)
+    p.add_argument("--protocol", required=True,
+                   help="depth evaluation protocol (config eval.protocol.<dataset>): monodepth2, md4all or adds")
     p.add_argument("--batch-size", type=int, required=True)
     device_arg(p)
     p.add_argument("--out", required=True, type=Path)
@@ -32,7 +34,8 @@ def run(args) -> int:
     r = evaluate_depth_teacher(args.weights, args.frames, args.gt, dataset=args.dataset, split=args.split,
                                max_depth=args.max_depth, batch_size=args.batch_size,
                                device=resolve_device(args.device), out=args.out,
-                               min_depth=args.teacher_min_depth, teacher_max_depth=args.teacher_max_depth)
+                               min_depth=args.teacher_min_depth, teacher_max_depth=args.teacher_max_depth,
+                               protocol=args.protocol)
     log.info("depth teacher on %s %s: abs_rel %.4f, constant-depth baseline %.4f (%d frames) -> %s", args.dataset,
              args.split, r["depth"]["abs_rel"], r["baseline_constant"]["abs_rel"], r["n_frames"], args.out)
     return 0

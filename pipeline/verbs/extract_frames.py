@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.verbs.args import dataset_arguments
+from pipeline.verbs.args import dataset_arguments, part_arguments
 
 HELP = "decode, crop, resize a split into frames/{split}.zarr"
 log = logging.getLogger("pipeline")
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--threads", type=int, required=True, help="decoding threads")
-    p.add_argument("--rows-per-shard", type=int, required=True)
+    part_arguments(p)
 
 
 def run(args) -> int:
@@ -34,7 +34,9 @@ def run(args) -> int:
         "dataset": args.dataset, "root": str(args.root), **args.options, "crop": args.crop,
         "width": args.width, "height": args.height}, {"split_file": shards.file_sha256(args.split_file)})
     attrs["image_size_original"] = list(table.image_size)
-    fr.extract_frames(table, dataset.load_rgb, args.out, crop=args.crop, size=(args.width, args.height), attrs=attrs,
-                      threads=args.threads, rows_per_shard=args.rows_per_shard)
-    log.info("%s: %d rows (%d targets)", args.out, len(table), int(table.target.sum()))
+    part = shards.Part.parse(args.part, args.rows_per_shard)
+    fr.extract_frames(table, dataset.load_frame, args.out, crop=args.crop, size=(args.width, args.height), attrs=attrs,
+                      threads=args.threads, rows_per_shard=args.rows_per_shard, part=part)
+    log.info("%s: rows %s of %d (%d targets in the split)", args.out, part.rows(len(table)), len(table),
+             int(table.target.sum()))
     return 0

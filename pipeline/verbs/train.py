@@ -38,7 +38,8 @@ def run(args) -> int:
         model = build_model({"model": settings["model"]})
         sw = s.switches
         sets = {ds: TrainingSet(paths, ds, real_night=sw["real_night"], synthetic=sw["synthetic_night"],
-                                teacher_depth=sw["distillation"], flip=s.flip, seed=s.seed)
+                                teacher_depth=sw["distillation"], flip=s.flip, seed=s.seed,
+                                color_aug=s.color_aug)
                 for ds, paths in args.shards.items()}
         # the input shards' digests are part of the resume key: new teacher outputs never resume stale epochs
         inputs = {f"{ds}/{role}": digest(path) for ds, paths in args.shards.items() for role, path in paths.items()}

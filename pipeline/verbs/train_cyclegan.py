@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-day2night", type=Path, required=True, metavar="G_day2night.pth")
     p.add_argument("--out-night2day", type=Path, required=True, metavar="G_night2day.pth")
     p.add_argument("--state-dir", type=Path, required=True, help="resumable training state (removed when done)")
+    p.add_argument("--log-dir", type=Path, required=True, metavar="TENSORBOARD_DIR",
+                   help="TensorBoard event files: per-epoch loss terms and lr (tags epoch/*); empty when pretrained")
     p.add_argument("--ngf", type=int, required=True, help="generator base channels (reference: 64)")
     p.add_argument("--n-blocks", type=int, required=True, help="residual blocks (reference: 9)")
     p.add_argument("--epochs", type=int, required=True, help="epochs at constant learning rate (reference: 100)")
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import shutil
 
-    from pipeline import checkpoints
+    from pipeline import checkpoints, curves
     from pipeline.atomic import atomic_path
     from pipeline.devices import resolve_device
     from pipeline.shards import digest, open_shard
@@ -42,6 +44,7 @@ def run(args) -> int:
 
     outs = {"day2night": args.out_day2night, "night2day": args.out_night2day}
     pretrained = {"day2night": args.pretrained_day2night, "night2day": args.pretrained_night2day}
+    args.log_dir.mkdir(parents=True, exist_ok=True)
     if any(pretrained.values()):
         if not all(pretrained.values()):
             raise ValueError("--pretrained-day2night and --pretrained-night2day must be given together")
@@ -56,10 +59,11 @@ def run(args) -> int:
               "inputs": [digest(args.day), digest(args.night)]}
     state = checkpoints.TrainingState(args.state_dir, record)
     day, night = open_shard(args.day), open_shard(args.night)
-    g_d2n, g_n2d = cyclegan.train_cyclegan(
-        day["image"], night["image"], ngf=args.ngf, n_blocks=args.n_blocks, n_epochs=args.epochs,
-        n_epochs_decay=args.epochs_decay, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
-        device=resolve_device(args.device), seed=args.seed, state=state)
+    with curves.epoch_logger(args.log_dir) as on_epoch:
+        g_d2n, g_n2d = cyclegan.train_cyclegan(
+            day["image"], night["image"], ngf=args.ngf, n_blocks=args.n_blocks, n_epochs=args.epochs,
+            n_epochs_decay=args.epochs_decay, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
+            device=resolve_device(args.device), seed=args.seed, state=state, on_epoch=on_epoch)
     cyclegan.save_generator(g_d2n, outs["day2night"])
     cyclegan.save_generator(g_n2d, outs["night2day"])
     state.clear()

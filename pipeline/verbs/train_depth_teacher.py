@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", type=Path, required=True, metavar="WEIGHTS_DIR",
                    help="writes encoder.pth, depth.pth, pose_encoder.pth, pose.pth (Monodepth2 layout)")
     p.add_argument("--state-dir", type=Path, required=True, help="resumable training state (removed when done)")
+    p.add_argument("--log-dir", type=Path, required=True, metavar="TENSORBOARD_DIR",
+                   help="TensorBoard event files: per-epoch mean loss and lr (tags epoch/*)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipeline import checkpoints
+    from pipeline import checkpoints, curves
     from pipeline.devices import resolve_device
     from pipeline.shards import digest, file_sha256, open_shard
     from pipeline.teachers import monodepth2
@@ -42,11 +44,12 @@ def run(args) -> int:
               "seed": args.seed, "inputs": [digest(args.frames)],
               "pretrained": file_sha256(args.pretrained) if args.pretrained else None}
     state = checkpoints.TrainingState(args.state_dir, record)  # `epochs` may grow: StepLR does not depend on it
-    monodepth2.train_depth_teacher(
-        frames, height=h, width=w, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,
-        device=resolve_device(args.device), seed=args.seed, out_dir=args.out_dir, state=state,
-        color_aug=args.color_aug, pretrained_path=args.pretrained)
+    with curves.epoch_logger(args.log_dir) as on_epoch:
+        monodepth2.train_depth_teacher(
+            frames, height=h, width=w, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,
+            device=resolve_device(args.device), seed=args.seed, out_dir=args.out_dir, state=state,
+            color_aug=args.color_aug, pretrained_path=args.pretrained, on_epoch=on_epoch)
     state.clear()
     log.info("wrote Monodepth2 weights to %s", args.out_dir)
     return 0

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.verbs.args import device_arg
+from pipeline.verbs.args import device_arg, part_arguments
 
 HELP = "translate the target rows of a frames shard with a CycleGAN generator"
 log = logging.getLogger("pipeline")
@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", type=Path, required=True, metavar="G.pth", help="generator (reference format)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT.zarr", help="synth shard, aligned with --frames")
     p.add_argument("--batch-size", type=int, required=True)
+    part_arguments(p)
     device_arg(p)
 
 
@@ -23,7 +24,7 @@ def run(args) -> int:
     import numpy as np
 
     from pipeline.devices import resolve_device
-    from pipeline.shards import ShardWriter, digest, file_sha256, open_shard, provenance
+    from pipeline.shards import Part, ShardWriter, digest, file_sha256, open_shard, provenance
     from pipeline.synth import cyclegan
 
     frames = open_shard(args.frames)
@@ -32,8 +33,10 @@ def run(args) -> int:
     images, target = frames["image"], np.asarray(frames["target"][:], bool)
     attrs = provenance("translate", {"ngf": G.ngf, "n_blocks": G.n_blocks},
                        {"frames": digest(args.frames), "generator": file_sha256(args.generator)})
-    with ShardWriter(args.out, images.shape[0], attrs) as w:  # non-target rows stay 0
+    part = Part.parse(args.part, args.rows_per_shard)
+    with ShardWriter(args.out, images.shape[0], attrs, part=part) as w:  # non-target rows stay 0
         w.fill_rows("image", images.shape[1:], np.uint8, target, desc="translate",
                     compute=lambda rows: cyclegan.translate(G, images.oindex[rows], args.batch_size, device))
-    log.info("translated %d target rows of %s into %s", int(target.sum()), args.frames, args.out)
+    lo, hi = part.rows(len(target))
+    log.info("translated %d target rows of %s into %s", int(target[lo:hi].sum()), args.frames, args.out)
     return 0

@@ -112,6 +112,32 @@ def train_datasets():
     return [ds for ds in config["train"]["datasets"] if ds in enabled_datasets()]
 
 
+def per_dataset(value, ds):
+    """A config value given once or per dataset ({nuscenes: x, robotcar: y}): the one for `ds`."""
+    return value[ds] if isinstance(value, dict) else value
+
+
+def local_threads(n):
+    """`n` threads, but at most half the local cores, so two jobs always run side by side (a job
+    asking for every core waits for the whole machine and holds the queue: measured on 2 cores, where
+    2-thread extraction jobs left the other core idle behind a 1-thread render)."""
+    cores = (
+        workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else n
+    )
+    return max(1, min(int(n), cores // 2))
+
+
+def student_threads():
+    """Threads of one student job: the local cores shared among the students that run side by side (one
+    per dataset). On 2 cores the two demo students train at once on one thread each: two 1-thread jobs
+    do more work per second than one 2-thread job after the other (torch's intra-op scaling is below 2x
+    at these sizes). Remote executors (no local --cores): 2, at most 8."""
+    cores = (
+        workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else 2
+    )
+    return max(1, min(8, cores // max(1, len(train_datasets()))))
+
+
 def checkpoint_path(ds, variant):
     return f"{R}/train/{ds}/{variant}/checkpoints/last.pt"
 
@@ -140,9 +166,87 @@ def gpu_resources(n=1):
     return res
 
 
+def student_resources():
+    """train_student: train.gpus GPUs for one task (torchrun) on one node. With train.nodes = K > 1 (SLURM
+    only), K nodes with train.gpus GPUs EACH (`gres` gpu:G is per node; `gpu` is per job and SLURM may
+    spread it unevenly), one task per node, and `mpi`, which tells the SLURM jobstep plugin not to wrap
+    the job in `srun -n1`: the rule's own srun starts one torchrun per node (launcher()).
+    """
+    gpus, nodes = config["train"]["gpus"], config["train"]["nodes"]
+    if nodes == 1:
+        return {**gpu_resources(gpus), "tasks_per_gpu": 0, "nodes": 1}
+    return {
+        "gres": f"gpu:{gpus}",
+        "nodes": nodes,
+        "tasks": nodes,
+        "tasks_per_gpu": 0,
+        "mpi": "srun",
+    }
+
+
+def check_multinode():
+    """The LSF plugin has no per-host launcher (its `mpi` resource only spreads cores with span[ptile]), so
+    train.nodes > 1 is refused at parse time under the lsf profile (which sets lsf_gpu_queue).
+    """
+    if config["train"]["nodes"] > 1 and config["lsf_gpu_queue"]:
+        raise WorkflowError(
+            f"config key train.nodes is {config['train']['nodes']}: multi-node training runs on SLURM only "
+            "(srun + torchrun rendezvous); the LSF executor plugin starts one process per job and "
+            "has no per-host launcher (lsf_gpu_queue is set: the lsf profile). Use train.nodes: 1 "
+            "with up to one host's GPUs (train.gpus)"
+        )
+
+
+check_multinode()
+
+
 def retry_mem(mb):
     """mem_mb that grows with each attempt (the cluster profiles set --retries): mb, 2 mb, 3 mb, ..."""
     return lambda wildcards, attempt: mb * attempt
+
+
+# ---- jobs_per_split: one split of a stage written by several jobs (data.smk, synth.smk, teachers.smk, parts.smk)
+PART_STAGES = {  # store folder -> the rule that writes it
+    "frames": "extract_frames",
+    "synth": "translate",
+    "seg_teacher": "seg_pseudolabels",
+    "depth_teacher": "depth_pseudolabels",
+}
+
+
+def n_parts(rule_name):
+    return config["jobs_per_split"][rule_name]
+
+
+def part_output(rule_name, store):
+    """The rule's output: the zarr folder `store` when jobs_per_split.<rule> is 1 (the DAG as without parts);
+    else part {part} of it, a temp folder that rule assemble_parts (parts.smk) hard-links into `store`.
+    """
+    if n_parts(rule_name) == 1:
+        return directory(store)
+    return temp(directory(store.removesuffix(".zarr") + ".parts/{part}.zarr"))
+
+
+def part_tag(rule_name):
+    """The suffix of the rule's log and benchmark: one file per part."""
+    return "" if n_parts(rule_name) == 1 else ".{part}"
+
+
+def part_arg(rule_name):
+    """--part of the rule's verb: 0/1 (the whole store) or {part}/N."""
+    n = n_parts(rule_name)
+    return "0/1" if n == 1 else lambda w: f"{w.part}/{n}"
+
+
+def parted_stages():
+    """Store folders whose stage has jobs_per_split > 1 (assembled by rule assemble_parts)."""
+    return [stage for stage, rule_name in PART_STAGES.items() if n_parts(rule_name) > 1]
+
+
+def parts_of(wildcards):
+    n = n_parts(PART_STAGES[wildcards.stage])
+    store = f"{R}/{wildcards.ds}/{wildcards.stage}/{wildcards.split}"
+    return [f"{store}.parts/{i}.zarr" for i in range(n)]
 
 
 def state_dir(rule_name, *parts):
@@ -241,7 +345,7 @@ def train_settings(wildcards):
     train = {
         k: v
         for k, v in config["train"].items()
-        if k not in ("variants", "ablations", "datasets", "gpus")
+        if k not in ("variants", "ablations", "datasets", "gpus", "nodes")
     }
     return json.dumps(
         {
@@ -255,9 +359,21 @@ def train_settings(wildcards):
     )
 
 
-def launcher():
-    n = int(config["train"]["gpus"])
-    return "python" if n <= 1 else f"torchrun --standalone --nproc_per_node {n}"
+def launcher(wildcards, threads):
+    """python (1 GPU), torchrun --standalone (N GPUs, one node), or on K > 1 nodes (SLURM): srun with one
+    task per node, each running torchrun with a c10d rendezvous at the job's first node (where this
+    shell runs). The SLURM jobstep plugin passes only SLURM_JOB_ID of the job's environment, so node
+    count and head node come from the config and `hostname`, and srun gets its CPUs and GPUs explicitly.
+    """
+    gpus, nodes = int(config["train"]["gpus"]), int(config["train"]["nodes"])
+    if nodes > 1:
+        return (
+            f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --cpus-per-task={threads}"
+            f" --gres=gpu:{gpus} --kill-on-bad-exit=1 torchrun --nnodes {nodes} --nproc_per_node {gpus}"
+            " --rdzv_id ${SLURM_JOB_ID:?train.nodes above 1 needs a SLURM job: --profile workflow/profiles/slurm}"
+            " --rdzv_backend c10d --rdzv_endpoint $(hostname):29500"
+        )
+    return "python" if gpus <= 1 else f"torchrun --standalone --nproc_per_node {gpus}"
 
 
 # ---- used by eval.smk
@@ -271,3 +387,111 @@ def figure_outputs():
     return [
         f"{R}/figures/qualitative_{v}_{ds}_{split}.png" for ds, split in eval_cases(v)
     ] + [f"{R}/figures/abs_rel.png"]
+
+
+# ---- used by report.smk and the report(...) flags of eval.smk (snakemake --report)
+# shard kind -> (split, report category) of the preview panels: the day training frame, its synthetic
+# night, its seg and depth pseudo-labels (train_day: synth and teacher depth exist for train splits
+# only), and the LiDAR ground truth of a test frame
+PREVIEW_KINDS = {
+    "frames": ("train_day", "data"),
+    "synth": ("train_day", "teachers"),
+    "seg_teacher": ("train_day", "teachers"),
+    "depth_teacher": ("train_day", "teachers"),
+    "gt_depth": (TEST_SPLITS[0], "data"),
+}
+
+
+def report_item(path, made=None, **kwargs):
+    """`report(path, **kwargs)` once every file of `made` (default: `path`; for a rule with wildcards,
+    every expansion of `path` the workflow asks for) exists, else plain `path`. Snakemake's report stops
+    at an output marked for it that does not exist, and after a partial run some do not; a flag cannot
+    differ between the jobs of a rule, so a rule's figures join the report once all its jobs ran.
+    """
+    made = [path] if made is None else made
+    return report(path, **kwargs) if all(Path(p).exists() for p in made) else path
+
+
+def preview_path(ds, kind):
+    return f"{R}/report/previews/{ds}/{kind}.png"
+
+
+def preview_shards(wildcards):
+    """kind -> the shard previewed, and `test_frames`: the frames shard the ground truth's rows follow."""
+    shards = {
+        kind: f"{R}/{wildcards.ds}/{kind}/{split}.zarr"
+        for kind, (split, _) in PREVIEW_KINDS.items()
+    }
+    shards["test_frames"] = (
+        f"{R}/{wildcards.ds}/frames/{PREVIEW_KINDS['gt_depth'][0]}.zarr"
+    )
+    return shards
+
+
+def trained_teachers():
+    """The teachers this workflow trains (so has training curves of): none of a pretrained one."""
+    return (["cyclegan"] if config["cyclegan"]["generators"] == "train" else []) + (
+        ["depth_teacher"] if config["depth_teacher"]["weights"] == "train" else []
+    )
+
+
+def student_curves_path(ds, variant):
+    return f"{R}/report/curves/student_{ds}_{variant}.png"
+
+
+def teacher_curves_path(teacher, ds):
+    return f"{R}/report/curves/{teacher}_{ds}.png"
+
+
+def report_outputs():
+    """The report's own figures: preview panels per dataset and shard kind, the training curves of
+    every student and trained teacher."""
+    return (
+        [preview_path(ds, k) for ds in enabled_datasets() for k in PREVIEW_KINDS]
+        + [student_curves_path(ds, v) for ds in train_datasets() for v in variants()]
+        + [
+            teacher_curves_path(t, ds)
+            for t in trained_teachers()
+            for ds in enabled_datasets()
+        ]
+    )
+
+
+def tables_report_item(path, caption):
+    return report_item(
+        path,
+        caption=caption,
+        category="evaluation",
+        subcategory="tables",
+        labels={"table": Path(path).name},
+    )
+
+
+def figure_report_items():
+    """figure_outputs(), in its order, marked for the report and labelled by what each shows."""
+    v = main_variant()
+    items = [
+        report_item(
+            f"{R}/figures/qualitative_{v}_{ds}_{split}.png",
+            caption="../report/qualitative.rst",
+            category="evaluation",
+            subcategory="figures",
+            labels={"figure": f"qualitative, {v}", "dataset": ds, "split": split},
+        )
+        for ds, split in eval_cases(v)
+    ]
+    items.append(
+        report_item(
+            f"{R}/figures/abs_rel.png",
+            caption="../report/abs_rel.rst",
+            category="evaluation",
+            subcategory="figures",
+            labels={
+                "figure": "Abs Rel, every variant",
+                "dataset": "all",
+                "split": "all",
+            },
+        )
+    )
+    assert items == figure_outputs(), "figure_report_items() must list figure_outputs()"
+    return items

@@ -19,11 +19,12 @@ rule demo_data:
         keyframes=config["demo"]["keyframes_per_scene"],
         sweeps=config["demo"]["sweeps_between"],
         frames_per_run=config["demo"]["robotcar_frames_per_run"],
+        render_scale=config["demo"]["render_scale"],
         code=code_digest("demo-data"),
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline demo-data --dataset {wildcards.ds} --out {output} --seed {params.seed}"
         " --keyframes-per-scene {params.keyframes} --sweeps-between {params.sweeps}"
-        " --frames-per-run {params.frames_per_run} > {log} 2>&1"
+        " --frames-per-run {params.frames_per_run} --render-scale {params.render_scale} > {log} 2>&1"
 
 
 rule splits:
@@ -35,6 +36,7 @@ rule splits:
         f"{R}/logs/splits/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/splits/{{ds}}.tsv"
+    priority: 40  # the data stages first: the teachers' trainings wait for them
     conda:
         ENV
     threads: 1
@@ -57,14 +59,15 @@ rule extract_frames:
         split=f"{R}/{{ds}}/splits/{{split}}.txt",
         root=dataset_root_input,
     output:
-        directory(f"{R}/{{ds}}/frames/{{split}}.zarr"),
+        part_output("extract_frames", f"{R}/{{ds}}/frames/{{split}}.zarr"),
     log:
-        f"{R}/logs/extract_frames/{{ds}}_{{split}}.log",
+        f"{R}/logs/extract_frames/{{ds}}_{{split}}{part_tag('extract_frames')}.log",
     benchmark:
-        f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}.tsv"
+        f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}{part_tag('extract_frames')}.tsv"
+    priority: 40  # as splits
     conda:
         ENV
-    threads: config["extract"]["threads"]
+    threads: local_threads(config["extract"]["threads"])
     resources:
         mem_mb=retry_mem(4000),
         runtime=120,
@@ -75,12 +78,13 @@ rule extract_frames:
         width=lambda w: ds_cfg(w.ds)["width"],
         height=lambda w: ds_cfg(w.ds)["height"],
         rows_per_shard=config["extract"]["rows_per_shard"],
+        part=part_arg("extract_frames"),
         code=code_digest("extract-frames"),
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline extract-frames --dataset {wildcards.ds} --root {params.root}"
         " --options '{params.options}' --split-file {input.split} --out {output} --crop {params.crop}"
         " --width {params.width} --height {params.height} --threads {threads}"
-        " --rows-per-shard {params.rows_per_shard} > {log} 2>&1"
+        " --rows-per-shard {params.rows_per_shard} --part {params.part} > {log} 2>&1"
 
 
 rule gt_depth:
@@ -93,6 +97,7 @@ rule gt_depth:
         f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/gt_depth/{{ds}}_{{split}}.tsv"
+    priority: 40  # as splits (the demo seg teacher reads train_day's labels)
     conda:
         ENV
     threads: 1

@@ -1,4 +1,4 @@
-# Stage 5: evaluation (Monodepth2 depth protocol, confusion-matrix mIoU), efficiency, the paper's tables.
+# Stage 5: evaluation (depth protocol per dataset, eval.protocol; confusion-matrix mIoU), efficiency, the paper's tables.
 
 
 rule evaluate:
@@ -23,14 +23,15 @@ rule evaluate:
         runtime=120,
     params:
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
+        protocol=lambda w: config["eval"]["protocol"][w.ds],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
         code=code_digest("evaluate"),
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline evaluate --checkpoint {input.checkpoint} --frames {input.frames} --gt {input.gt}"
         " --seg-teacher {input.seg_teacher} --dataset {wildcards.ds} --split {wildcards.split}"
-        " --max-depth {params.max_depth} --batch-size {params.batch_size} --device {params.device}"
-        " --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
+        " --max-depth {params.max_depth} --protocol {params.protocol} --batch-size {params.batch_size}"
+        " --device {params.device} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
 
 rule evaluate_depth_teacher:
@@ -54,6 +55,7 @@ rule evaluate_depth_teacher:
     params:
         c=config["depth_teacher"],
         max_depth=lambda w: ds_cfg(w.ds)["max_depth"],
+        protocol=lambda w: config["eval"]["protocol"][w.ds],
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
         code=code_digest("evaluate-depth-teacher"),
@@ -61,7 +63,8 @@ rule evaluate_depth_teacher:
         "OMP_NUM_THREADS={threads} python -m pipeline evaluate-depth-teacher --weights {input.weights} --frames {input.frames}"
         " --gt {input.gt} --dataset {wildcards.ds} --split {wildcards.split} --max-depth {params.max_depth}"
         " --teacher-min-depth {params.c[min_depth]} --teacher-max-depth {params.c[max_depth]}"
-        " --batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
+        " --protocol {params.protocol} --batch-size {params.batch_size} --device {params.device}"
+        " --out {output} > {log} 2>&1"
 
 
 rule efficiency:
@@ -111,7 +114,8 @@ rule eval_tables_files:
         md=f"{R}/tables/tables.md",
         csv=f"{R}/tables/tables.csv",
         tex=f"{R}/tables/tables.tex",
-        figures=figure_outputs(),
+        html=tables_report_item(f"{R}/tables/tables.html", "../report/tables.rst"),
+        figures=figure_report_items(),
     log:
         f"{R}/logs/eval_tables.log",
     benchmark:
@@ -127,4 +131,5 @@ rule eval_tables_files:
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline eval-tables --metrics {input.metrics} --predictions {input.predictions}"
         " --frames {input.frames} --efficiency {input.efficiency} --teacher-metrics {input.teacher}"
-        " --md {output.md} --csv {output.csv} --tex {output.tex} --figures {output.figures} > {log} 2>&1"
+        " --md {output.md} --csv {output.csv} --tex {output.tex} --html {output.html} --figures {output.figures}"
+        " > {log} 2>&1"

@@ -11,6 +11,7 @@ rule demo_seg_teacher:
         f"{R}/logs/demo_seg_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
+    priority: 20  # then the other trainings
     conda:
         ENV
     threads: 1
@@ -35,11 +36,11 @@ rule seg_pseudolabels:
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
         checkpoint=seg_checkpoint,
     output:
-        directory(f"{R}/{{ds}}/seg_teacher/{{split}}.zarr"),
+        part_output("seg_pseudolabels", f"{R}/{{ds}}/seg_teacher/{{split}}.zarr"),
     log:
-        f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}.log",
+        f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}{part_tag('seg_pseudolabels')}.log",
     benchmark:
-        f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}.tsv"
+        f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}{part_tag('seg_pseudolabels')}.tsv"
     conda:
         ENV
     threads: 1
@@ -51,12 +52,15 @@ rule seg_pseudolabels:
         topk=config["seg_teacher"]["topk"],
         tau=config["seg_teacher"]["tau"],
         batch_size=config["seg_teacher"]["batch_size"],
+        rows_per_shard=config["extract"]["rows_per_shard"],
+        part=part_arg("seg_pseudolabels"),
         device=config["device"],
         code=code_digest("seg-pseudolabels"),
     shell:
         "HF_HUB_OFFLINE=1 OMP_NUM_THREADS={threads} python -m pipeline seg-pseudolabels --frames {input.frames}"
         " --checkpoint {input.checkpoint} --out {output} --topk {params.topk} --tau {params.tau}"
-        " --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"
+        " --batch-size {params.batch_size} --rows-per-shard {params.rows_per_shard} --part {params.part}"
+        " --device {params.device} > {log} 2>&1"
 
 
 rule train_depth_teacher:
@@ -64,11 +68,14 @@ rule train_depth_teacher:
         frames=f"{R}/{{ds}}/frames/train_day.zarr",
         pretrained=imagenet_weights(),
     output:
-        directory(f"{R}/{{ds}}/depth_teacher/weights"),
+        weights=directory(f"{R}/{{ds}}/depth_teacher/weights"),
+        # per-epoch loss and lr (TensorBoard; the report's curves)
+        tensorboard=directory(f"{R}/{{ds}}/depth_teacher/tensorboard"),
     log:
         f"{R}/logs/train_depth_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_depth_teacher/{{ds}}.tsv"
+    priority: 30  # the longest job before the student: start it first
     conda:
         ENV
     threads: 1
@@ -77,7 +84,8 @@ rule train_depth_teacher:
         mem_mb=retry_mem(16000),
         runtime=24 * 60,
     params:
-        c=config["depth_teacher"],
+        c={k: v for k, v in config["depth_teacher"].items() if k != "lr"},
+        lr=lambda w: per_dataset(config["depth_teacher"]["lr"], w.ds),
         pretrained=lambda w, input: (
             f"--pretrained {input.pretrained}" if input.pretrained else ""
         ),
@@ -86,9 +94,9 @@ rule train_depth_teacher:
         seed=config["seed"],
         code=code_digest("train-depth-teacher"),
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipeline train-depth-teacher --frames {input.frames} --out-dir {output}"
-        " --state-dir {params.state_dir} --epochs {params.c[epochs]} --batch-size {params.c[batch_size]}"
-        " --lr {params.c[lr]} --scheduler-step {params.c[scheduler_step]} --min-depth {params.c[min_depth]}"
+        "OMP_NUM_THREADS={threads} python -m pipeline train-depth-teacher --frames {input.frames} --out-dir {output.weights}"
+        " --log-dir {output.tensorboard} --state-dir {params.state_dir} --epochs {params.c[epochs]} --batch-size {params.c[batch_size]}"
+        " --lr {params.lr} --scheduler-step {params.c[scheduler_step]} --min-depth {params.c[min_depth]}"
         " --max-depth {params.c[max_depth]} --color-aug {params.c[color_aug]} {params.pretrained}"
         " --device {params.device} --seed {params.seed} > {log} 2>&1"
 
@@ -98,11 +106,11 @@ rule depth_pseudolabels:
         frames=f"{R}/{{ds}}/frames/{{split}}.zarr",
         weights=depth_weights,
     output:
-        directory(f"{R}/{{ds}}/depth_teacher/{{split}}.zarr"),
+        part_output("depth_pseudolabels", f"{R}/{{ds}}/depth_teacher/{{split}}.zarr"),
     log:
-        f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}.log",
+        f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}{part_tag('depth_pseudolabels')}.log",
     benchmark:
-        f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}.tsv"
+        f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}{part_tag('depth_pseudolabels')}.tsv"
     conda:
         ENV
     threads: 1
@@ -112,9 +120,12 @@ rule depth_pseudolabels:
         runtime=120,
     params:
         c=config["depth_teacher"],
+        rows_per_shard=config["extract"]["rows_per_shard"],
+        part=part_arg("depth_pseudolabels"),
         device=config["device"],
         code=code_digest("depth-pseudolabels"),
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline depth-pseudolabels --frames {input.frames} --weights {input.weights}"
         " --out {output} --batch-size {params.c[batch_size]} --min-depth {params.c[min_depth]}"
-        " --max-depth {params.c[max_depth]} --device {params.device} > {log} 2>&1"
+        " --max-depth {params.c[max_depth]} --rows-per-shard {params.rows_per_shard} --part {params.part}"
+        " --device {params.device} > {log} 2>&1"

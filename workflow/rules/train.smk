@@ -1,4 +1,5 @@
-# Stage 4: the student (DepthSegNet24), one per dataset. One process, or torchrun DDP with train.gpus > 1.
+# Stage 4: the student (DepthSegNet24), one per dataset. One process, or torchrun DDP with train.gpus > 1
+# (srun + torchrun on train.nodes > 1 nodes, SLURM).
 
 
 rule train_student:
@@ -16,18 +17,17 @@ rule train_student:
         f"{R}/benchmarks/train/{{ds}}_{{variant}}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: student_threads()
     resources:
-        **gpu_resources(config["train"]["gpus"]),
-        tasks_per_gpu=0,  # one task (torchrun) holding all N GPUs, not N tasks
-        nodes=1,
+        # one task (torchrun) holding all N GPUs, not N tasks; train.nodes > 1: one such task per node
+        **student_resources(),
         mem_mb=retry_mem(24000),
         runtime=72 * 60,
     params:
         shards=lambda w: json.dumps({w.ds: train_shards(w)}),
         settings=train_settings,
         state_dir=lambda w: state_dir("train_student", w.ds, w.variant),
-        launcher=launcher(),
+        launcher=launcher,
         device=config["device"],
         code=code_digest("train"),
     shell:
