@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from pipeline import codedigest, shards
 
-HASH_LIMIT = 256 << 20  # files and folders larger than this are not hashed (their size is shown)
+HASH_LIMIT = 4 << 30  # files and folders larger than this (4 GiB) are not hashed (their size is shown)
 _CODE_PARAM = re.compile(r"^'([0-9a-f]{16})'$")  # how Snakemake stores the repr of a code digest param
 _REDIRECTS = (">", ">>", "2>", "2>&1", "&>", "|", "&&", ";")
 _IGNORED = {".snakemake_timestamp"}  # Snakemake's marker in directory outputs

@@ -27,16 +27,17 @@ def _splits(root, out, split_files="{}", options=SPLIT_OPTIONS):
                  "--split-files", split_files, "--out-dir", str(out)])
 
 
-def _extract(root, split_file, out, width=W, height=H, crop=(0, 0, 0, 0), rows_per_shard=64):
+def _extract(root, split_file, out, width=W, height=H, crop=(0, 0, 0, 0), rows_per_shard=64, threads=1):
     return main(["extract-frames", "--dataset", "nuscenes", "--root", str(root), "--options", FRAME_OPTIONS,
                  "--split-file", str(split_file), "--out", str(out), "--crop", *map(str, crop),
-                 "--width", str(width), "--height", str(height), "--threads", "1",
+                 "--width", str(width), "--height", str(height), "--threads", str(threads),
                  "--rows-per-shard", str(rows_per_shard), "--part", "0/1"])
 
 
-def _gt(root, frames, out):
+def _gt(root, frames, out, threads=1):
     return main(["gt-depth", "--dataset", "nuscenes", "--root", str(root), "--options", GT_OPTIONS,
-                 "--frames", str(frames), "--out", str(out), "--eval-width", str(W), "--eval-height", str(H)])
+                 "--frames", str(frames), "--out", str(out), "--eval-width", str(W), "--eval-height", str(H),
+                 "--threads", str(threads)])
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,52 @@ def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tm
             "sample_data", token)["calibrated_sensor_token"])["camera_intrinsic"], rtol=1e-6)
     assert not d["depth"][np.flatnonzero(~g["target"][:])].any(), "non-target rows carry no ground truth"
     assert set(np.unique(d["labels"][rows[0]])) <= set(range(19)) | {255}
+
+
+def test_threads_give_the_serial_bytes(root, dataset, split_dir, tmp_path):
+    """extract_frames and gt_depth on 2 threads (decoding a shard ahead) write what 1 thread writes, and
+    the frames are the crop + resize of `read_rgb` (load_frame converts colours after resizing)."""
+    from pipeline.datasets.images import CropResize, read_rgb
+
+    crop = (0, 20, 30, 0)
+    out = {}
+    for threads in (1, 2):
+        frames = tmp_path / f"frames{threads}.zarr"
+        assert _extract(root, split_dir / "train_day.txt", frames, crop=crop, width=W // 2, height=(H - 20) // 2,
+                        rows_per_shard=2, threads=threads) == 0
+        gt = tmp_path / f"gt{threads}.zarr"
+        assert _gt(root, frames, gt, threads=threads) == 0
+        out[threads] = shards.open_shard(frames), shards.open_shard(gt)
+    (f1, g1), (f2, g2) = out[1], out[2]
+    assert f1["image"].shape[0] > 2 * 2                    # several shards: the decode-ahead path ran
+    np.testing.assert_array_equal(f1["image"][:], f2["image"][:])
+    assert f1.attrs["checksums"] == f2.attrs["checksums"]
+    for name in ("depth", "labels"):
+        np.testing.assert_array_equal(g1[name][:], g2[name][:])
+    assert g1.attrs["checksums"] == g2.attrs["checksums"] and g1["depth"][:].any()
+    mapping = CropResize(crop, (W, H), (W // 2, (H - 20) // 2))
+    for i in (0, f1["image"].shape[0] - 1):
+        np.testing.assert_array_equal(f1["image"][i], mapping.image(read_rgb(root / str(f1["source"][i]))))
+
+
+def test_scene_copies_are_more_scenes_of_the_same_names(tmp_path):
+    """scene_copies (benchmarks/scale.py): each scene again with its own tokens, geometry and times; the
+    devkit loads it and its official splits assign the copies like the originals."""
+    copies = tmp_path / "copies"
+    nuscenes_demo.write_nuscenes_demo(copies, seed=3, keyframes_per_scene=2, sweeps_between=1, width=64, height=36,
+                                      progress=False, scene_copies=2)
+    ds = open_dataset("nuscenes", copies, {"version": VERSION, "day_clear_only": True, "neighbours": "sweeps"})
+    scenes = ds.nusc.scene
+    assert len(scenes) == 12 and len({s["token"] for s in scenes}) == 12
+    assert sorted(s["name"] for s in scenes) == sorted(2 * [s.name for s in nuscenes_demo.DEMO_SCENES])
+    assert len(ds.nusc.log) == 6 and len(ds.nusc.sample) == 24
+    splits, _ = ds.derive_splits()
+    assert {k: len(v) for k, v in splits.items()} == {"train_day": 8, "train_night": 8, "test_day": 4,
+                                                      "test_night": 4}
+    stamps = [sd["timestamp"] for sd in ds.nusc.sample_data]
+    assert len(set(stamps)) == len(stamps)
+    with pytest.raises(ValueError, match="scene_copies"):
+        nuscenes_demo.write_nuscenes_demo(tmp_path / "bad", scene_copies=0, width=64, height=36, progress=False)
 
 
 def test_crop_and_resize_map_points_consistently(dataset, nusc, split_dir):

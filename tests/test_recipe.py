@@ -947,8 +947,11 @@ def test_photometric_term_alone_falls_when_overfitting_real_parallax(monkeypatch
     out of reach there. "Falls" is measured against step 0, whose error is the no-motion error (PoseNet starts
     near the identity: 0.159 vs 0.161 here).
 
-    Measured here (64 x 64, seed 0): x0.71 after 5 steps, x0.58 after 10, x0.54 after 20, x0.52 after 30,
-    x0.48 after 40. Broken photometric paths were checked to fail this test (the warped sources detached in
+    Measured (64 x 64, one thread): this test's run ends at x0.44 after 40 steps (0.159 -> 0.070; the
+    renderer's geometry: 0.024). Initialisations differ: a run seeded right after the model's construction
+    went x0.71 / 0.58 / 0.54 / 0.52 / 0.48 after 5 / 10 / 20 / 30 / 40 steps, another seed (1) stalled at
+    x0.79, so the assertion pins this seed's run (deterministic on the CPU), not every initialisation.
+    Broken photometric paths were checked to fail this test (the warped sources detached in
     `self_supervised_loss`; identity poses passed to it by the step)."""
     from pipeline.model import build_model
 

@@ -185,6 +185,34 @@ def test_derive_splits_and_frame_table(written, splits):
     assert img.shape == (H, W, 3) and img.dtype == np.uint8
 
 
+def test_load_frame_undistorts_only_the_crop_box_and_threads_give_the_serial_bytes(written, splits, tmp_path):
+    """load_frame (remap of the crop box only, cached fixed-point maps) = crop + resize of load_rgb (the full
+    undistortion), byte for byte; extract_frames on 2 threads writes what 1 thread writes."""
+    from pipeline.datasets import frames as fr
+    from pipeline.datasets.images import CropResize
+
+    root, _ = written
+    dataset = open_dataset("robotcar", root, {})
+    table = dataset.frame_table(splits["train_day"])
+    mapping = CropResize((8, 40, 24, 40), (W, H), (96, 48))
+    for source in table.source[:3]:
+        full = dataset.load_rgb(source)
+        np.testing.assert_array_equal(dataset.load_frame(source, mapping), mapping.image(full))
+        box = rc.load_image(root / source, root / "models", exact=False, box=mapping.box)
+        np.testing.assert_array_equal(box, full[40:H - 40, 8:W - 24])
+    with pytest.raises(ValueError, match="box"):
+        rc.load_image(root / table.source[0], root / "models", exact=False, box=(0, 0, W + 1, H))
+    out = {}
+    for threads in (1, 2):
+        fr.extract_frames(table, dataset.load_frame, tmp_path / f"f{threads}.zarr", crop=mapping.crop, size=(96, 48),
+                          attrs={}, threads=threads, rows_per_shard=3, progress=False)
+        out[threads] = shards.open_shard(tmp_path / f"f{threads}.zarr")
+    assert out[1]["image"].shape[0] == len(table) > 3
+    np.testing.assert_array_equal(out[1]["image"][:], out[2]["image"][:])
+    assert out[1].attrs["checksums"] == out[2].attrs["checksums"]
+    assert shards.verify(tmp_path / "f2.zarr") == {}
+
+
 def test_verbs_splits_frames_gt_with_crop(written, tmp_path):
     """The three data verbs as the rules call them; gt rows = the adapter's per-frame ground truth."""
     root, _ = written
@@ -198,7 +226,7 @@ def test_verbs_splits_frames_gt_with_crop(written, tmp_path):
                  "--threads", "1", "--rows-per-shard", "2", "--part", "0/1"]) == 0
     gt = tmp_path / "gt.zarr"
     assert main(["gt-depth", *common, "--options", json.dumps({"lidar_window_us": WINDOW_US}), "--frames", str(frames),
-                 "--out", str(gt), "--eval-width", "80", "--eval-height", "40"]) == 0
+                 "--out", str(gt), "--eval-width", "80", "--eval-height", "40", "--threads", "2"]) == 0
     g, d = shards.open_shard(frames), shards.open_shard(gt)
     dataset = open_dataset("robotcar", root, {"lidar_window_us": WINDOW_US})
     rows = np.flatnonzero(g["target"][:])

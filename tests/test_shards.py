@@ -213,3 +213,25 @@ def test_a_flipped_byte_fails_every_read_naming_shard_and_array(tmp_path):
             read()
     np.testing.assert_array_equal(g["image"][5], shards.RowReader(g["image"], path / "image")[5])  # others read
     assert set(shards.verify(path)) == {"image"}
+
+
+def test_digests_noted_at_write_time_equal_the_stored_values(tmp_path):
+    """The commit takes whole-shard digests from the written blocks (no read-back); a shard rewritten in part,
+    a shard never written and a block cast to the array's dtype still give the checksum of what is stored."""
+    out = tmp_path / "g.zarr"
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (10, 4, 3), dtype=np.uint8)
+    with shards.ShardWriter(out, 10, {}) as w:
+        w.create("a", (4, 3), np.uint8, rows_per_shard=4, dense=True)
+        w.write("a", 0, a[:8])                          # shards 0 and 1 whole
+        w.write("a", 5, a[5:6] + 1)                     # shard 1 changed in part: its noted digest is dropped
+        w.create("b", (2,), np.float32, rows_per_shard=4)
+        w.write("b", 0, np.arange(8, dtype=np.float64).reshape(4, 2) / 3)   # stored as float32
+    g = shards.open_shard(out)
+    assert shards.verify(out) == {}
+    expected = a.copy()
+    expected[5] += 1
+    expected[8:] = 0                                    # shard 2 never written: the fill value
+    np.testing.assert_array_equal(g["a"][:], expected)
+    assert g.attrs["checksums"]["a"] == shards.array_checksum(g["a"])
+    assert g.attrs["checksums"]["b"] == shards.array_checksum(g["b"])

@@ -82,7 +82,7 @@ def extract_frames(table: FrameTable, load_frame: Callable[[str, CropResize], np
             raise ValueError(f"{source}: {exc}") from exc
 
     with shards.ShardWriter(out, n, attrs, part=part) as w:  # part: only its rows (jobs_per_split)
-        w.create("image", (height, width, 3), "uint8", rows_per_shard=rows_per_shard)
+        w.create("image", (height, width, 3), "uint8", rows_per_shard=rows_per_shard, dense=True)
         starts = range(*w.row_range, rows_per_shard)
         with ThreadPoolExecutor(max(1, threads)) as pool, \
                 progress_bar(total=n, desc=f"extract {Path(out).name}", unit="frame", disable=not progress) as bar:

@@ -1,12 +1,13 @@
 """Ground truth aligned with a frames shard, written shard by shard: LiDAR depth at the evaluation
 resolution, its intrinsics, and label maps where the dataset root has them (the demo writes exact ones).
 
-Memory stays flat: one shard of rows (about 64 MB of depth) is computed, written and dropped at a
-time, so a split of thousands of 1600x900 frames never sits in memory.
+Memory stays flat: two shards of rows (about 64 MB of depth each) are computed, written and dropped at
+a time, so a split of thousands of 1600x900 frames never sits in memory.
 """
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,11 +24,15 @@ IGNORE = 255  # label of pixels without a label (and of every non-target row)
 
 
 def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, int], attrs: Mapping[str, Any],
-          rows_per_shard: int | None = None, progress: bool = True) -> dict:
+          rows_per_shard: int | None = None, threads: int = 1, progress: bool = True) -> dict:
     """Write `out` (atomically) with rows aligned to `frames`:
     depth float32 (N, H, W) (0 = none; non-target rows all 0), K float32 (N, 3, 3) at size = (W, H), and
     labels uint8 (N, H, W) (255 = ignore; non-target rows all 255) when the root has label maps: for every
-    target frame or for none. Returns {targets, depth_pixels, pixels, labels}."""
+    target frame or for none. Returns {targets, depth_pixels, pixels, labels}.
+
+    Frames are computed on `threads` threads (the dataset's tables are loaded by the first frame, before
+    the others start), one shard ahead of the shard being written, and written in row order: the bytes
+    do not depend on `threads`, and memory holds two shards."""
     width, height = size
     n = frames["image"].shape[0]
     target = np.asarray(frames["target"][:], bool)
@@ -39,16 +44,31 @@ def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, i
     rps = rows_per_shard or shards.default_rows_per_shard(width * height * 4)
     stats = {"targets": int(target.sum()), "depth_pixels": 0, "pixels": int(target.sum()) * width * height,
              "labels": None}
-    with shards.ShardWriter(out, n, attrs) as w:
+
+    def one(i: int):
+        return dataset.ground_truth(frame_ids[i], sources[i], crop=crop, size=size)
+
+    targets = np.flatnonzero(target)
+    first = {int(targets[0]): one(int(targets[0]))} if len(targets) else {}  # loads the tables, once
+    starts = range(0, n, rps)
+    with shards.ShardWriter(out, n, attrs) as w, ThreadPoolExecutor(max(1, int(threads))) as pool:
         w.create("depth", (height, width), np.float32, compress=True, rows_per_shard=rps)
+
+        def submit(start: int) -> list:
+            rows = np.flatnonzero(target[start:start + rps]) + start
+            return [(int(i), pool.submit(first.pop, int(i)) if int(i) in first else pool.submit(one, int(i)))
+                    for i in rows]
+
         done = 0  # rows written so far
         with progress_bar(total=stats["targets"], desc="gt depth", unit="frame", disable=not progress) as bar:
-            for start in range(0, n, rps):
+            ahead = submit(starts[0]) if len(starts) else []
+            for k, start in enumerate(starts):
+                current, ahead = ahead, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
                 stop = min(n, start + rps)
                 depth = np.zeros((stop - start, height, width), np.float32)
                 labels = np.full((stop - start, height, width), IGNORE, np.uint8)
-                for i in np.flatnonzero(target[start:stop]) + start:
-                    depth[i - start], lab = dataset.ground_truth(frame_ids[i], sources[i], crop=crop, size=size)
+                for i, future in current:
+                    depth[i - start], lab = future.result()
                     if stats["labels"] is None:  # the first target decides: labels for all targets or for none
                         stats["labels"] = lab is not None
                         if lab is not None:
@@ -65,7 +85,7 @@ def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, i
                     w.write("labels", start, labels)
                 stats["depth_pixels"] += int(np.count_nonzero(depth))
                 done = stop
-        w.write_all("K", K.astype(np.float32))
+            w.write_all("K", K.astype(np.float32))
     stats["labels"] = bool(stats["labels"])
     return stats
 

@@ -155,12 +155,13 @@ def lidar_scan(scene: render.Scene, T_world_lidar) -> np.ndarray:
 # ----------------------------------------------------------------------------- the plan
 
 
-def _scene_plan(seed: int, index: int, spec: DemoScene, keyframes: int, sweeps: int) -> dict:
-    """Timestamps (us), geometry parameters and tokens of one demo scene, before rendering."""
+def _scene_plan(seed: int, index: int, spec: DemoScene, keyframes: int, sweeps: int, copy: int = 0) -> dict:
+    """Timestamps (us), geometry parameters and tokens of one demo scene, before rendering. Copy c > 0 of a
+    scene (`scene_copies`): its own geometry and tokens (key `name~c`), the same name, 1000 s later per copy."""
     rng = np.random.default_rng([int(seed), index, 11])
     speed = float(rng.uniform(6.0, 10.0))
     sweep_us = KEYFRAME_US // (sweeps + 1)
-    start = _logfile_start_us(spec.logfile) + 20_000_000 + index * 1_000_000
+    start = _logfile_start_us(spec.logfile) + 20_000_000 + index * 1_000_000 + copy * 1_000_000_000
     lidar_ts = [start + 1_000_000 + k * KEYFRAME_US + int(rng.integers(-500, 500)) for k in range(keyframes)]
     cam_key = [ts + int(rng.integers(5_000, 15_000)) for ts in lidar_ts]
     cams = [(cam_key[0] - sweep_us, False, 0)]                  # (timestamp, key?, sample index)
@@ -170,7 +171,8 @@ def _scene_plan(seed: int, index: int, spec: DemoScene, keyframes: int, sweeps: 
         for j in range(1, (1 if last else sweeps) + 1):
             cams.append((ts + j * sweep_us, False, k if last else k + 1))
     duration = (cams[-1][0] - start) / 1e6
-    return dict(spec=spec, index=index, start_us=start, speed=speed,
+    return dict(spec=spec, index=index, key=spec.name if copy == 0 else f"{spec.name}~{copy}", start_us=start,
+                speed=speed,
                 scene_seed=int(np.random.SeedSequence([int(seed), index, 12]).generate_state(1)[0]),
                 traj_seed=int(np.random.SeedSequence([int(seed), index, 13]).generate_state(1)[0]),
                 length_m=round(speed * duration + 130.0, 3), lidar_ts=lidar_ts, cams=cams)
@@ -195,6 +197,8 @@ def _static_tables(seed, plans):
     for p in plans:
         spec = p["spec"]
         tok = _token(seed, "log", spec.logfile)
+        if any(log["token"] == tok for log in logs):  # a copy of a scene of this log (scene_copies)
+            continue
         date = spec.logfile.split("-", 1)[1][:10]
         logs.append({"token": tok, "logfile": spec.logfile, "vehicle": spec.logfile.split("-")[0],
                      "date_captured": date, "location": spec.location})
@@ -209,7 +213,7 @@ def _static_tables(seed, plans):
 
 
 def _calibrations(seed, plan, sensors, K):
-    name = plan["spec"].name
+    name = plan["key"]
     cam = {"token": _token(seed, "calib", name, "CAM_FRONT"), "sensor_token": sensors[0]["token"],
            "translation": CAM_FRONT_TRANSLATION, "rotation": CAM_FRONT_ROTATION,
            "camera_intrinsic": K.tolist()}
@@ -227,7 +231,7 @@ def _link(records):
 
 def _scene_tables(seed, plan, cal_cam, cal_lidar, log_token, width, height):
     """scene, sample, sample_data and ego_pose records of one scene, plus the frames to render."""
-    spec, name = plan["spec"], plan["spec"].name
+    spec, name = plan["spec"], plan["key"]
     samples = _link([{"token": _token(seed, "sample", name, k), "timestamp": ts,
                       "prev": "", "next": "", "scene_token": _token(seed, "scene", name)}
                      for k, ts in enumerate(plan["lidar_ts"])])
@@ -250,7 +254,7 @@ def _scene_tables(seed, plan, cal_cam, cal_lidar, log_token, width, height):
                     for k, ts in enumerate(plan["lidar_ts"])])
     scene = {"token": _token(seed, "scene", name), "log_token": log_token, "nbr_samples": len(samples),
              "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
-             "name": name, "description": spec.description}
+             "name": spec.name, "description": spec.description}
     frames = [("CAM_FRONT", r) for r in cams] + [("LIDAR_TOP", r) for r in lidars]
     return scene, samples, cams + lidars, poses, frames
 
@@ -288,9 +292,11 @@ def _check_args(width, height, keyframes_per_scene, sweeps_between):
 
 def write_nuscenes_demo(root, seed: int = 0, keyframes_per_scene: int = 8, sweeps_between: int = 2,
                         width: int = 1600, height: int = 900, render_scale: float = 1.0,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, scene_copies: int = 1) -> dict:
     """Write the six-scene nuScenes-format demo dataroot under `root` (files are overwritten).
 
+    `scene_copies` = c renders each scene c times (copies: own geometry, same name and split; for
+    benchmarks/scale.py: more scenes than v1.0-mini's names); 1 = the demo.
     `render_scale` < 1 traces that many fewer rays per side and upsamples (`render.render_scaled`).
     Deterministic: the same arguments give byte-identical files. Returns a summary with
     per-scene `scene_seed`, `length_m`, `speed`, `traj_seed`, `start_us` (to rebuild the
@@ -299,14 +305,17 @@ def write_nuscenes_demo(root, seed: int = 0, keyframes_per_scene: int = 8, sweep
     t0 = time.perf_counter()
     root = os.fspath(root)
     K = camera_intrinsics(int(width), int(height))
-    plans = [_scene_plan(seed, i, s, int(keyframes_per_scene), int(sweeps_between))
-             for i, s in enumerate(DEMO_SCENES)]
+    if int(scene_copies) < 1:
+        raise ValueError(f"write_nuscenes_demo: scene_copies must be >= 1, got {scene_copies}")
+    plans = [_scene_plan(seed, c * len(DEMO_SCENES) + i, s, int(keyframes_per_scene), int(sweeps_between), c)
+             for c in range(int(scene_copies)) for i, s in enumerate(DEMO_SCENES)]
     tables = _static_tables(seed, plans)
     tables.update(calibrated_sensor=[], scene=[], sample=[], sample_data=[], ego_pose=[])
     jobs = []
-    for plan, log in zip(plans, tables["log"]):
+    for plan in plans:
         cal_cam, cal_lidar = _calibrations(seed, plan, tables["sensor"], K)
-        scene, samples, data, poses, frames = _scene_tables(seed, plan, cal_cam, cal_lidar, log["token"],
+        log_token = _token(seed, "log", plan["spec"].logfile)
+        scene, samples, data, poses, frames = _scene_tables(seed, plan, cal_cam, cal_lidar, log_token,
                                                             int(width), int(height))
         tables["calibrated_sensor"] += [cal_cam, cal_lidar]
         tables["scene"].append(scene)

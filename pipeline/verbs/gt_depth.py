@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--eval-width", type=int, required=True)
     p.add_argument("--eval-height", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True, help="frames computed in parallel")
 
 
 def run(args) -> int:
@@ -31,7 +32,7 @@ def run(args) -> int:
         "dataset": args.dataset, "root": str(args.root), **args.options, "crop": crop,
         "eval_width": args.eval_width, "eval_height": args.eval_height}, {"frames": shards.digest(args.frames)})
     stats = ground_truth.write(dataset, frames, args.out, crop=crop, size=(args.eval_width, args.eval_height),
-                               attrs=attrs)
+                               attrs=attrs, threads=args.threads)
     log.info("%s: %d target frames, %.2f%% of pixels with depth%s", args.out, stats["targets"],
              100.0 * stats["depth_pixels"] / max(1, stats["pixels"]), ", with label maps" if stats["labels"] else "")
     return 0

@@ -117,13 +117,18 @@ def per_dataset(value, ds):
     return value[ds] if isinstance(value, dict) else value
 
 
+def local_cores():
+    """--cores of this run, or None (a remote executor, or a dry run without it). Read from the
+    settings: `workflow.cores` raises when it is not set."""
+    cores = workflow.resource_settings.cores
+    return cores if isinstance(cores, int) and cores > 0 else None
+
+
 def local_threads(n):
     """`n` threads, but at most half the local cores, so two jobs always run side by side (a job
     asking for every core waits for the whole machine and holds the queue: measured on 2 cores, where
     2-thread extraction jobs left the other core idle behind a 1-thread render)."""
-    cores = (
-        workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else n
-    )
+    cores = local_cores() or n
     return max(1, min(int(n), cores // 2))
 
 
@@ -132,9 +137,7 @@ def student_threads():
     per dataset). On 2 cores the two demo students train at once on one thread each: two 1-thread jobs
     do more work per second than one 2-thread job after the other (torch's intra-op scaling is below 2x
     at these sizes). Remote executors (no local --cores): 2, at most 8."""
-    cores = (
-        workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else 2
-    )
+    cores = local_cores() or 2
     return max(1, min(8, cores // max(1, len(train_datasets()))))
 
 

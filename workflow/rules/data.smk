@@ -100,7 +100,7 @@ rule gt_depth:
     priority: 40  # as splits (the demo seg teacher reads train_day's labels)
     conda:
         ENV
-    threads: 1
+    threads: local_threads(config["extract"]["threads"])
     resources:
         mem_mb=retry_mem(8000),
         runtime=120,
@@ -113,4 +113,4 @@ rule gt_depth:
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline gt-depth --dataset {wildcards.ds} --root {params.root}"
         " --options '{params.options}' --frames {input.frames} --out {output} --eval-width {params.eval_width}"
-        " --eval-height {params.eval_height} > {log} 2>&1"
+        " --eval-height {params.eval_height} --threads {threads} > {log} 2>&1"

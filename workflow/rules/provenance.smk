@@ -10,7 +10,7 @@ rule provenance:
     input:
         tables=tables_outputs(),
     output:
-        report(
+        report_item(
             f"{R}/tables/provenance.md",
             caption="../report/provenance.rst",
             category="evaluation",
