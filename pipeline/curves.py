@@ -1,40 +1,20 @@
 """Training curves: the per-epoch scalars of a TensorBoard log folder, read with TensorBoard's own reader.
 
 Every trainer of the pipeline (the student, CycleGAN, the Monodepth2 teacher) writes one value per
-epoch and tag under `epoch/` (`EPOCH_PREFIX`), with the 1-based epoch number as the step: the mean of
+epoch and tag under `epoch/` (`pipeline.epoch_log`), with the 1-based epoch number as the step: the mean of
 each loss term over the epoch's steps, and the learning rate. (The student also logs each step under
 `loss/`; those are not curves per epoch and are left out here.) `read_epoch_scalars` returns them,
 `plot_curves` draws one panel per tag and writes a PNG for the report.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.atomic import atomic_path
+from pipeline.epoch_log import EPOCH_PREFIX
 
-EPOCH_PREFIX = "epoch/"
-# the terms of eq. (18) first, in the paper's order, then the rest by name
+# the terms of eq. (18) first, in the paper's order, then the rest by name, the learning rate last
 FIRST = ("total", "light", "sf", "cst", "ds", "seg")
-
-
-@contextmanager
-def epoch_logger(log_dir: str | Path):
-    """`on_epoch(epoch, scalars)` for a trainer: each scalar becomes TensorBoard tag `epoch/<name>` at
-    step `epoch`, in event files under `log_dir` (created)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(log_dir))
-
-    def on_epoch(epoch: int, scalars: dict[str, float]) -> None:
-        for name, value in scalars.items():
-            writer.add_scalar(EPOCH_PREFIX + name, float(value), int(epoch))
-        writer.flush()
-
-    try:
-        yield on_epoch
-    finally:
-        writer.close()
 
 
 def read_epoch_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -60,8 +40,9 @@ def read_epoch_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]
 
 
 def ordered_tags(tags) -> list[str]:
+    """The eq. (18) terms first, then the other tags by name, the learning rate last."""
     first = [t for t in FIRST if t in tags]
-    return first + sorted(t for t in tags if t not in first)
+    return first + sorted(t for t in tags if t not in first and t != "lr") + (["lr"] if "lr" in tags else [])
 
 
 def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | Path, title: str, ncols: int = 4) -> Path:
@@ -83,7 +64,11 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | Path, ti
         ax.plot(epochs, values, "o-", ms=4)
         ax.set_title(tag, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 12:  # a tick per epoch (and a sane axis for one epoch)
+            ax.set_xticks(epochs)
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tags):]:

@@ -59,7 +59,7 @@ from pipeline import checkpoints, distributed
 from pipeline.checkpoints import TrainingState
 from pipeline.cityscapes import NAMES, colorize
 from pipeline.config import TrainSettings, ablation_switches
-from pipeline.curves import EPOCH_PREFIX
+from pipeline.epoch_log import EPOCH_PREFIX
 from pipeline.distributed import DistInfo
 from pipeline.progress import progress_bar
 from pipeline.geometry import K3_to_K4, disp_to_depth
@@ -312,7 +312,7 @@ def run_epoch(net, model, loaders, optimizer, scaler, s: TrainSettings, device, 
     n = min(n, s.max_steps_per_epoch) if s.max_steps_per_epoch else n
     bar = progress_bar(total=n, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not info.is_main, dynamic_ncols=True)
     running = None
-    # per-epoch mean of every term over the steps that computed it (the training curves: pipeline.curves)
+    # per-epoch mean of every term over the steps that computed it (the training curves: pipeline.epoch_log, pipeline.curves)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for i, batch in enumerate(alternate(loaders)):

@@ -904,7 +904,7 @@ def _depth_decoder_grad_norm(model, batch) -> float:
 
 
 @functools.lru_cache(maxsize=2)
-def rendered_sideways_triplet(baseline_m: float = 0.5, size: int = 64, supersample: int = 4):
+def rendered_sideways_triplet(baseline_m: float = 0.3, size: int = 64, supersample: int = 4):
     """Frames t-1, t, t+1 (float (3, 3, H, W) in [0, 1]) of the day scene of `rendered_triplet`, seen by a camera
     that moves `baseline_m` along its own x axis (right) from one frame to the next, as a stereo rig's
     cameras are placed; world <- camera poses (3, 4, 4); z-depth of frame t (H, W); K (3, 3)."""
@@ -938,20 +938,19 @@ def test_photometric_term_alone_falls_when_overfitting_real_parallax(monkeypatch
     triplet with real parallax, and the reprojection error (not only the smoothness term) is what sends
     gradient into the depth decoder.
 
-    The scene is crafted so that halving is possible: the camera moves 0.5 m SIDEWAYS between frames (the
+    The scene is crafted so that halving is possible: the camera moves 0.3 m SIDEWAYS between frames (the
     renderer's scene, true geometry), so every pixel has parallax, and the renderer's true depth and motion
-    explain the frames down to x0.15 of the no-motion error (checked below through the step). With the
+    explain the frames down to x0.17 of the no-motion error (checked below through the step). With the
     forward-driving triplet of `rendered_triplet` (0.2 s at 8 m/s: little parallax near the focus of
     expansion, true geometry at x0.38 of the no-motion error) the same student plateaus at x0.65-0.73 after
     20-100 steps (lr 3e-4 or 1e-3, 0.2-0.6 s between frames; measured while writing this test), so x0.5 was
     out of reach there. "Falls" is measured against step 0, whose error is the no-motion error (PoseNet starts
-    near the identity: 0.159 vs 0.161 here).
+    near the identity: 0.115 vs 0.117 here).
 
-    Measured (64 x 64, one thread): this test's run ends at x0.44 after 40 steps (0.159 -> 0.070; the
-    renderer's geometry: 0.024). Initialisations differ: a run seeded right after the model's construction
-    went x0.71 / 0.58 / 0.54 / 0.52 / 0.48 after 5 / 10 / 20 / 30 / 40 steps, another seed (1) stalled at
-    x0.79, so the assertion pins this seed's run (deterministic on the CPU), not every initialisation.
-    Broken photometric paths were checked to fail this test (the warped sources detached in
+    Measured (64 x 64, one thread, lr 3e-4): this test's run ends at x0.37 after 40 steps (0.115 -> 0.043;
+    the renderer's geometry: 0.020). Two other initialisations: x0.53 / 0.34 and x0.47 / 0.28 after 20 / 40
+    steps. (A 0.5 m baseline reached x0.44-0.48 with one seed but stalled at x0.79 with two others; 1.0 m at
+    x0.77.) Broken photometric paths make this test fail (checked: the warped sources detached in
     `self_supervised_loss`; identity poses passed to it by the step)."""
     from pipeline.model import build_model
 
@@ -965,7 +964,7 @@ def test_photometric_term_alone_falls_when_overfitting_real_parallax(monkeypatch
         eye = torch.eye(4)[None]
         no_motion = float(_sf(batch["day"], [batch["day_prev"], batch["day_next"]], disps, [eye, eye],
                               batch["day_K"]))
-    assert true_err < 0.2 * no_motion, (true_err, no_motion)  # measured: x0.145
+    assert true_err < 0.3 * no_motion, (true_err, no_motion)
 
     torch.manual_seed(0)
     model = build_model({"model": {"light": {"base_channels": 8}, "width": 64, "height": 64}})

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline import cli
-from pipeline.curves import epoch_logger, ordered_tags, plot_curves, read_epoch_scalars
+from pipeline.curves import ordered_tags, plot_curves, read_epoch_scalars
+from pipeline.epoch_log import epoch_logger
 from pipeline.evaluate import tables
 from pipeline.shards import write_group
 

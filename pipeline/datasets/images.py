@@ -58,7 +58,7 @@ def read_rgb_frame(path: str | Path, mapping: "CropResize") -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise CorruptImageError(f"image does not decode: {path}")
-    return np.ascontiguousarray(mapping.image(bgr)[..., ::-1])
+    return cv2.cvtColor(mapping.image(bgr), cv2.COLOR_BGR2RGB)
 
 
 def read_gray(path: str | Path) -> np.ndarray:

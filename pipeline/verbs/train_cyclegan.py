@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import shutil
 
-    from pipeline import checkpoints, curves
+    from pipeline import checkpoints, epoch_log
     from pipeline.atomic import atomic_path
     from pipeline.devices import resolve_device
     from pipeline.shards import digest, open_shard
@@ -59,7 +59,7 @@ def run(args) -> int:
               "inputs": [digest(args.day), digest(args.night)]}
     state = checkpoints.TrainingState(args.state_dir, record)
     day, night = open_shard(args.day), open_shard(args.night)
-    with curves.epoch_logger(args.log_dir) as on_epoch:
+    with epoch_log.epoch_logger(args.log_dir) as on_epoch:
         g_d2n, g_n2d = cyclegan.train_cyclegan(
             day["image"], night["image"], ngf=args.ngf, n_blocks=args.n_blocks, n_epochs=args.epochs,
             n_epochs_decay=args.epochs_decay, crop=args.crop, batch_size=args.batch_size, lr=args.lr,

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipeline import checkpoints, curves
+    from pipeline import checkpoints, epoch_log
     from pipeline.devices import resolve_device
     from pipeline.shards import digest, file_sha256, open_shard
     from pipeline.teachers import monodepth2
@@ -44,7 +44,7 @@ def run(args) -> int:
               "seed": args.seed, "inputs": [digest(args.frames)],
               "pretrained": file_sha256(args.pretrained) if args.pretrained else None}
     state = checkpoints.TrainingState(args.state_dir, record)  # `epochs` may grow: StepLR does not depend on it
-    with curves.epoch_logger(args.log_dir) as on_epoch:
+    with epoch_log.epoch_logger(args.log_dir) as on_epoch:
         monodepth2.train_depth_teacher(
             frames, height=h, width=w, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,
