@@ -118,7 +118,7 @@ def test_table_rows_state_their_protocol_and_reference():
     records = [_record("robotcar", "test_day", "adds", "teacher", 0.3),
                _record("nuscenes", "test_day", "md4all", "gt", 0.2),
                _record("nuscenes", "test_night", "md4all", "gt", 0.4)]
-    t1, t2, t3a, t3b, _, _, t5 = tables.build_tables(records, None)
+    t1, t2, t3a, t3b, _, _, t5, t5b = tables.build_tables(records, None)
     assert t1.columns[-1] == "Protocol" and t2.columns[-1] == "Protocol"
     measured = [row for row, kind in zip(t1.rows, t1.kinds) if kind == "measured"]
     assert measured and all(row[-1] == "adds" for row in measured)
@@ -128,6 +128,9 @@ def test_table_rows_state_their_protocol_and_reference():
     assert {row[2] for row, k in zip(t3a.rows, t3a.kinds) if k == "measured"} == {"GT labels"}
     assert {row[2] for row, k in zip(t3b.rows, t3b.kinds) if k == "measured"} == {"teacher top-1"}
     assert [row[-1] for row, k in zip(t5.rows, t5.kinds) if k == "measured"] == ["depth md4all; seg GT labels"]
+    # Table 5b: RobotCar's ablation rows, this run's only (the paper ablates on nuScenes), as Table 3b's reference
+    assert set(t5b.kinds) == {"measured"} and t5b.key == "table5b"
+    assert [row[-1] for row in t5b.rows] == ["depth adds; seg teacher top-1"] and t5b.rows[0][6] == 0.3
     # a record written before eval.protocol existed holds Monodepth2's protocol as a description
     old = {**records[0], "protocol": "Monodepth2: scaled disparity resized ..."}
     assert tables.protocol_of(old) == "monodepth2"
