@@ -441,7 +441,24 @@ class _CheckedIndex:
         self.arr = arr
 
     def __getitem__(self, key):
+        rows = key if isinstance(key, (list, np.ndarray)) else None
+        if rows is not None and np.asarray(rows).ndim == 1 and np.asarray(rows).dtype.kind in "iu":
+            return self.arr.read(lambda: read_rows(self.arr.array, np.asarray(rows)))
         return self.arr.read(lambda: self.arr.array.oindex[key])
+
+
+def read_rows(array, rows: np.ndarray) -> np.ndarray:
+    """`array.oindex[rows]` for a 1-D integer `rows` (any order, repeats allowed), read as slices of
+    contiguous runs of the sorted distinct rows. zarr's orthogonal integer indexing of a sharded array
+    peaks far above the data it returns (measured: 2.5 GB for 64 rows of 512x256x3 uint8, 25 MB):
+    slices keep the peak at the data's size."""
+    if len(rows) == 0 or rows.min() < 0:
+        return array.oindex[rows]
+    distinct = np.unique(rows)
+    breaks = np.flatnonzero(np.diff(distinct) != 1) + 1
+    runs = [array[int(run[0]):int(run[-1]) + 1] for run in np.split(distinct, breaks)]
+    values = runs[0] if len(runs) == 1 else np.concatenate(runs)
+    return values[np.searchsorted(distinct, rows)]
 
 
 class RowReader:
