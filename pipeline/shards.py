@@ -441,9 +441,9 @@ class _CheckedIndex:
         self.arr = arr
 
     def __getitem__(self, key):
-        rows = key if isinstance(key, (list, np.ndarray)) else None
-        if rows is not None and np.asarray(rows).ndim == 1 and np.asarray(rows).dtype.kind in "iu":
-            return self.arr.read(lambda: read_rows(self.arr.array, np.asarray(rows)))
+        rows = np.asarray(key) if isinstance(key, (list, np.ndarray)) else None
+        if rows is not None and rows.ndim == 1 and rows.dtype.kind in "iu":
+            return self.arr.read(lambda: read_rows(self.arr.array, rows))
         return self.arr.read(lambda: self.arr.array.oindex[key])
 
 
