@@ -4,6 +4,7 @@ environments and by a real two-"node" torchrun c10d rendezvous on this machine (
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -65,8 +66,8 @@ def test_two_node_torchrun_rendezvous_gives_global_and_local_ranks(tmp_path):
               for _ in range(2)]
     outputs = [a.communicate(timeout=600) for a in agents]
     assert all(a.returncode == 0 for a in agents), [err[-2000:] for _, err in outputs]
-    results = [json.loads(line[len("RESULT "):]) for out, _ in outputs for line in out.splitlines()
-               if line.startswith("RESULT ")]
+    # the two processes of an agent share its stdout: their lines may run together, so match each record
+    results = [json.loads(m) for out, _ in outputs for m in re.findall(r"RESULT (\{[^{}]*\})", out)]
     assert sorted(r["rank"] for r in results) == [0, 1, 2, 3]
     assert all(r["world_size"] == 4 and r["sum"] == 6.0 for r in results)  # one process group: 0+1+2+3
     for r in results:  # node-major ranks: LOCAL_RANK is the index on the node, and the GPU taken
