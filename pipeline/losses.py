@@ -68,13 +68,15 @@ def smoothness_loss(disp: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
 def min_reprojection_automask(target: torch.Tensor, warped_list: Sequence[torch.Tensor],
                               sources_list: Sequence[torch.Tensor] | None = None,
                               noise_std: float = 1e-5,
-                              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                              generator: torch.Generator | None = None,
+                              identity: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel minimum over sources of the reprojection loss, with Monodepth2's auto-masking.
 
     With `sources_list` (the unwarped sources), their identity losses (+ N(0, noise_std) tie-break noise,
     drawn from `generator`; noise_std=0 for none) compete in the minimum: pixels where an unwarped source
-    wins are masked. Returns (loss map (B, 1, H, W), automask (B, 1, H, W) float, 1 = a warped source won;
-    all ones without sources_list). The caller takes the mean."""
+    wins are masked. `identity`: those losses already computed (`identity_losses`; they do not depend on
+    the depth, so a multi-scale caller computes them once). Returns (loss map (B, 1, H, W), automask
+    (B, 1, H, W) float, 1 = a warped source won; all ones without sources_list). The caller takes the mean."""
     if len(warped_list) == 0:
         raise ValueError("min_reprojection_automask: warped_list is empty")
     losses = torch.cat([reprojection_loss(w, target) for w in warped_list], 1)
@@ -83,7 +85,7 @@ def min_reprojection_automask(target: torch.Tensor, warped_list: Sequence[torch.
     if len(sources_list) != len(warped_list):
         raise ValueError(f"min_reprojection_automask: {len(warped_list)} warped images but "
                          f"{len(sources_list)} sources")
-    identity = torch.cat([reprojection_loss(s, target) for s in sources_list], 1)
+    identity = identity_losses(target, sources_list) if identity is None else identity
     if noise_std:
         noise = torch.randn(identity.shape, generator=generator, device="cpu" if generator is None
                             else generator.device, dtype=identity.dtype)
@@ -91,6 +93,12 @@ def min_reprojection_automask(target: torch.Tensor, warped_list: Sequence[torch.
     combined = torch.cat([identity, losses], 1)
     loss, idx = combined.min(1, keepdim=True)
     return loss, (idx >= identity.shape[1]).to(loss.dtype)
+
+
+def identity_losses(target: torch.Tensor, sources_list: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Reprojection losses of the unwarped sources against the target, (B, n_sources, H, W): the
+    auto-mask's competitors (without their tie-break noise)."""
+    return torch.cat([reprojection_loss(s, target) for s in sources_list], 1)
 
 
 def _disp_list(disps) -> list[torch.Tensor]:
@@ -113,7 +121,8 @@ def self_supervised_loss(target: torch.Tensor, sources: Sequence[torch.Tensor], 
                          poses: Sequence[torch.Tensor], K: torch.Tensor, inv_K: torch.Tensor,
                          min_depth: float = 0.1, max_depth: float = 100.0, smooth_weight: float = 1e-3,
                          automask: bool = True, noise_std: float = 1e-5,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+                         generator: torch.Generator | None = None,
+                         identity: torch.Tensor | None = None) -> torch.Tensor:
     """L_sf-real / L_sf-syn, scalar, computed as Monodepth2 does over the scales of `disps`.
 
     target (B, 3, H, W) real image I_t; sources: real I_s (B, 3, H, W), one per pose; disps: list by scale
@@ -123,7 +132,8 @@ def self_supervised_loss(target: torch.Tensor, sources: Sequence[torch.Tensor], 
     mean of the auto-masked per-pixel minimum, and the smoothness term (weight smooth_weight / 2**s)
     compares disp at scale s with I_t resized to that scale (bilinear, antialiased). Mean over scales.
     Eq. (10) (synthetic night) is the same call with the disparities of the SYNTHETIC image and the real
-    target, sources and pose."""
+    target, sources and pose. `identity`: `identity_losses(target, sources)` when the caller has them
+    (computed here otherwise, once for all scales)."""
     # eq. (8) / eq. (10)
     disps = _disp_list(disps)
     if len(sources) != len(poses) or not sources:
@@ -131,10 +141,13 @@ def self_supervised_loss(target: torch.Tensor, sources: Sequence[torch.Tensor], 
                          f"{len(poses)} poses")
     h, w = target.shape[-2:]
     total = target.new_zeros(())
+    if automask and identity is None:
+        identity = identity_losses(target, sources)  # the same at every scale
     for s, disp in enumerate(disps):
         _, depth = disp_to_depth(_resize(disp, (h, w)), min_depth, max_depth)
         warped = [warp_image(src, depth, T, K, inv_K) for src, T in zip(sources, poses)]
-        pe, _ = min_reprojection_automask(target, warped, sources if automask else None, noise_std, generator)
+        pe, _ = min_reprojection_automask(target, warped, sources if automask else None, noise_std, generator,
+                                          identity)
         smooth = smoothness_loss(disp, _resize(target, disp.shape[-2:]))
         total = total + pe.mean() + smooth_weight * smooth / (2 ** s)
     return total / len(disps)

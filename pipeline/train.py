@@ -63,8 +63,9 @@ from pipeline.epoch_log import EPOCH_PREFIX
 from pipeline.distributed import DistInfo
 from pipeline.progress import progress_bar
 from pipeline.geometry import K3_to_K4, disp_to_depth
-from pipeline.losses import (DEFAULT_WEIGHTS, consistency_loss, distillation_loss, light_loss, light_loss_total,
-                             mean_brightness, self_supervised_loss, seg_loss, sf_loss, thresholded_ce, total_loss)
+from pipeline.losses import (DEFAULT_WEIGHTS, consistency_loss, distillation_loss, identity_losses, light_loss,
+                             light_loss_total, mean_brightness, self_supervised_loss, seg_loss, sf_loss,
+                             thresholded_ce, total_loss)
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,16 @@ def training_step(batch: Mapping, model: nn.Module, switches: Mapping | None = N
         terms["light"] = light_loss_total(terms["light_day"], terms.get("light_night"))
 
     # self-supervised depth, eq. (4)-(11): real frames and real-frame poses only
+    identities: dict[str, torch.Tensor] = {}  # auto-mask losses of a side's unwarped sources (eq. 8 and 10 share day's)
+
     def sf(target_side: str, disp_name: str):
         K = K3_to_K4(batch[f"{target_side}_K"].float())
         poses = [part(pose_prev, target_side, sides), part(pose_next, target_side, sides)]
         sources = [batch[f"{target_side}_prev"], batch[f"{target_side}_next"]]
+        if target_side not in identities:
+            identities[target_side] = identity_losses(batch[target_side], sources)
         return self_supervised_loss(batch[target_side], sources, disps[disp_name], [p.float() for p in poses],
-                                    K, torch.linalg.inv(K), min_depth, max_depth)
+                                    K, torch.linalg.inv(K), min_depth, max_depth, identity=identities[target_side])
 
     terms["sf_day"] = sf("day", "day")                  # eq. (8), real day
     if sn:

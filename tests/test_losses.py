@@ -218,3 +218,26 @@ def test_seg_and_total_loss():
         L.total_loss({"bogus": torch.tensor(1.0)})
     with pytest.raises(ValueError):
         L.total_loss({"sf": None})
+
+
+def test_precomputed_identity_losses_are_the_automask_competitors():
+    # the student passes day's identity losses once to eq. (8) and eq. (10); they must be what the
+    # loss would compute itself, and a caller's value must be the one used
+    g = torch.Generator().manual_seed(5)
+    target = torch.rand(1, 3, 8, 12, generator=g)
+    sources = [torch.roll(target, 1, dims=3), torch.rand(1, 3, 8, 12, generator=g)]
+    K, inv_K = _K(cx=5.5, cy=3.5)
+    T = [get_translation_matrix(torch.tensor([[0.2, 0.0, 0.0]])), torch.eye(4)[None]]
+    disps = [torch.rand(1, 1, 8, 12, generator=g), torch.rand(1, 1, 4, 6, generator=g)]
+    identity = L.identity_losses(target, sources)
+    assert identity.shape == (1, 2, 8, 12)
+    assert torch.allclose(identity[:, 1:], L.reprojection_loss(sources[1], target))
+    own = L.self_supervised_loss(target, sources, disps, T, K, inv_K, noise_std=0.0)
+    given = L.self_supervised_loss(target, sources, disps, T, K, inv_K, noise_std=0.0, identity=identity)
+    assert given.item() == own.item()
+    # identity losses of 0 win every pixel's minimum: only the smoothness term is left
+    zero = L.self_supervised_loss(target, sources, disps, T, K, inv_K, noise_std=0.0,
+                                  identity=torch.zeros_like(identity))
+    smooth = sum(1e-3 * L.smoothness_loss(d, L._resize(target, d.shape[-2:])) / 2 ** s
+                 for s, d in enumerate(disps)) / 2
+    assert zero.item() == pytest.approx(smooth.item(), rel=1e-6)
