@@ -38,3 +38,15 @@ def test_license_matches_pyproject():
     text = (REPO / "LICENSE").read_text()
     assert 'license = { text = "MIT" }' in (REPO / "pyproject.toml").read_text()
     assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text
+
+
+def test_data_stages_do_not_import_torch():
+    # extract_frames, gt_depth and splits run once per split and dataset: importing torch (~4 CPU-s)
+    # in each of them was a fixed cost of the demo's critical path (pipeline.projection is numpy only)
+    code = ("import sys\n"
+            "import pipeline.datasets.nuscenes, pipeline.datasets.robotcar_dataset, pipeline.datasets.ground_truth\n"
+            "import pipeline.datasets.frames, pipeline.projection\n"
+            "from pipeline.datasets.adapter import open_dataset\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout

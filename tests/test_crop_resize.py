@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.datasets.images import CropResize
-from pipeline.geometry import project_points
+from pipeline.projection import project_points
 
 K = np.array([[500.0, 0.0, 319.5], [0.0, 480.0, 241.0], [0.0, 0.0, 1.0]])
 MAP = CropResize((10, 40, 30, 20), (640, 480), (300, 210))       # kept 600x420 -> 300x210: sx = sy = 0.5

@@ -13,7 +13,7 @@ from pipeline.datasets import nuscenes as ns
 from pipeline.datasets import nuscenes_demo
 from pipeline.datasets.adapter import open_dataset
 from pipeline.datasets.frames import read_split_file
-from pipeline.geometry import rasterize_depth
+from pipeline.projection import rasterize_depth
 
 W, H = 320, 180
 VERSION = "v1.0-mini"

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.geometry import rasterize_depth
+from pipeline.projection import rasterize_depth
 
 cv2.setNumThreads(1)  # extraction parallelises over frames; one OpenCV thread per decode
 
@@ -161,7 +161,7 @@ class CropResize:
 
     def rasterize(self, u, v, depth) -> np.ndarray:
         """Points projected into the ORIGINAL image (u, v, depth) -> float32 (H, W) depth image at `size`
-        (geometry.rasterize_depth: col = floor(u' + 0.5), nearest depth, 0 = none)."""
+        (projection.rasterize_depth: col = floor(u' + 0.5), nearest depth, 0 = none)."""
         u2, v2 = self.points(np.asarray(u, np.float64), np.asarray(v, np.float64))
         return rasterize_depth(u2, v2, depth, self.size[1], self.size[0])
 

@@ -32,7 +32,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from pipeline.datasets.images import check_complete
-from pipeline.geometry import project_points, rasterize_depth
+from pipeline.projection import project_points, rasterize_depth
 
 CAMERA_RE = re.compile(r"(stereo|mono_(left|right|rear))")
 STEREO_SENSOR_RE = re.compile(r"(left|centre|right)")
