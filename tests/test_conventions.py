@@ -46,6 +46,7 @@ def test_data_stages_do_not_import_torch():
     code = ("import sys\n"
             "import pipeline.datasets.nuscenes, pipeline.datasets.robotcar_dataset, pipeline.datasets.ground_truth\n"
             "import pipeline.datasets.frames, pipeline.projection\n"
+            "import pipeline.verbs.extract_frames, pipeline.verbs.gt_depth, pipeline.verbs.splits\n"
             "from pipeline.datasets.adapter import open_dataset\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -4,8 +4,8 @@ environments and by a real two-"node" torchrun c10d rendezvous on this machine (
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import subprocess
 import sys
