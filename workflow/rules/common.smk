@@ -141,6 +141,22 @@ def student_threads():
     return max(1, min(8, cores // max(1, len(train_datasets()))))
 
 
+def chain_priority(base):
+    """`priority:` of a stage on the way to the students (local runs start the ready job of highest
+    priority first): `base` for a training split, +1 for RobotCar, whose student trains longest (on the
+    demo 225 s against nuScenes' 168 s), and 0 for a test split, which only the evaluation reads. The
+    order: data 40, Monodepth2 teachers 30 (the longest jobs before the students), CycleGAN and seg-teacher
+    fits 20, the students' pseudo-label inputs and the students 15; everything the students do not need
+    (test-split pseudo-labels, teacher evaluation, curves, efficiency) runs at 0 on the cores they leave."""
+
+    def priority(wildcards):
+        if wildcards.get("split", "train_day") not in TRAIN_SPLITS:
+            return 0
+        return base + (1 if wildcards.get("ds") == "robotcar" else 0)
+
+    return priority
+
+
 def checkpoint_path(ds, variant):
     return f"{R}/train/{ds}/{variant}/checkpoints/last.pt"
 

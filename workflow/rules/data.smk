@@ -36,7 +36,7 @@ rule splits:
         f"{R}/logs/splits/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/splits/{{ds}}.tsv"
-    priority: 40  # the data stages first: the teachers' trainings wait for them
+    priority: chain_priority(40)  # common.smk: the data stages first
     conda:
         ENV
     threads: 1
@@ -64,7 +64,7 @@ rule extract_frames:
         f"{R}/logs/extract_frames/{{ds}}_{{split}}{part_tag('extract_frames')}.log",
     benchmark:
         f"{R}/benchmarks/extract_frames/{{ds}}_{{split}}{part_tag('extract_frames')}.tsv"
-    priority: 40  # as splits
+    priority: chain_priority(40)  # as splits
     conda:
         ENV
     threads: local_threads(config["extract"]["threads"])
@@ -97,7 +97,7 @@ rule gt_depth:
         f"{R}/logs/gt_depth/{{ds}}_{{split}}.log",
     benchmark:
         f"{R}/benchmarks/gt_depth/{{ds}}_{{split}}.tsv"
-    priority: 40  # as splits (the demo seg teacher reads train_day's labels)
+    priority: chain_priority(40)  # as splits (the demo seg teacher reads train_day's labels)
     conda:
         ENV
     threads: local_threads(config["extract"]["threads"])

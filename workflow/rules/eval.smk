@@ -78,7 +78,7 @@ rule efficiency:
         f"{R}/benchmarks/efficiency.tsv"
     conda:
         ENV
-    threads: 2
+    threads: local_threads(2)  # 1 on 2 cores: it runs beside the other student instead of after both
     resources:
         **gpu_resources(1),
         mem_mb=retry_mem(8000),

@@ -15,7 +15,7 @@ rule train_cyclegan:
         f"{R}/logs/train_cyclegan/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_cyclegan/{{ds}}.tsv"
-    priority: 20  # as demo_seg_teacher
+    priority: chain_priority(20)  # as demo_seg_teacher
     conda:
         ENV
     threads: 1
@@ -49,6 +49,7 @@ rule translate:
         f"{R}/logs/translate/{{ds}}_{{split}}{part_tag('translate')}.log",
     benchmark:
         f"{R}/benchmarks/translate/{{ds}}_{{split}}{part_tag('translate')}.tsv"
+    priority: chain_priority(15)  # the students' inputs
     conda:
         ENV
     threads: 1

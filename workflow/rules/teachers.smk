@@ -11,7 +11,7 @@ rule demo_seg_teacher:
         f"{R}/logs/demo_seg_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/demo_seg_teacher/{{ds}}.tsv"
-    priority: 20  # then the other trainings
+    priority: chain_priority(20)  # then the other fits
     conda:
         ENV
     threads: 1
@@ -41,6 +41,7 @@ rule seg_pseudolabels:
         f"{R}/logs/seg_pseudolabels/{{ds}}_{{split}}{part_tag('seg_pseudolabels')}.log",
     benchmark:
         f"{R}/benchmarks/seg_pseudolabels/{{ds}}_{{split}}{part_tag('seg_pseudolabels')}.tsv"
+    priority: chain_priority(15)  # the students' inputs (train splits)
     conda:
         ENV
     threads: 1
@@ -75,7 +76,7 @@ rule train_depth_teacher:
         f"{R}/logs/train_depth_teacher/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/train_depth_teacher/{{ds}}.tsv"
-    priority: 30  # the longest job before the student: start it first
+    priority: chain_priority(30)  # the longest jobs before the students: first
     conda:
         ENV
     threads: 1
@@ -111,6 +112,7 @@ rule depth_pseudolabels:
         f"{R}/logs/depth_pseudolabels/{{ds}}_{{split}}{part_tag('depth_pseudolabels')}.log",
     benchmark:
         f"{R}/benchmarks/depth_pseudolabels/{{ds}}_{{split}}{part_tag('depth_pseudolabels')}.tsv"
+    priority: chain_priority(15)  # the students' input
     conda:
         ENV
     threads: 1

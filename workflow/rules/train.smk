@@ -15,6 +15,7 @@ rule train_student:
         f"{R}/logs/train/{{ds}}_{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{ds}}_{{variant}}.tsv"
+    priority: chain_priority(15)  # RobotCar's first
     conda:
         ENV
     threads: student_threads()
