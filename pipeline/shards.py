@@ -48,6 +48,8 @@ SCHEMA_VERSION = 3
 # decode cost dominates their reads (benchmarks/loader.py), so image arrays stay uncompressed.
 DEPTH_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)
 CHECKSUM_CODEC = Crc32cCodec()
+# write_all: rows of at most this many bytes (frame indices, timestamps, K) go in one chunk, not one chunk a row
+SMALL_ROW_BYTES = 256
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +136,9 @@ class ShardWriter:
         self.tmp = self._atomic.__enter__()
         self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
         self.rows_per_shard: dict[str, int] = {}
+        # the arrays as created: `write_empty_chunks` is a runtime setting, not stored in the metadata, so
+        # `self.group[name]` would open a dense array without it (and test every chunk against the fill value)
+        self._arrays: dict[str, zarr.Array] = {}
         self._digest_cache: dict[str, dict[str, str]] = {}  # array -> {shard: sha256} of whole-shard writes
 
     def create(self, name: str, row_shape: Iterable[int], dtype, *, compress: bool = False,
@@ -152,7 +157,7 @@ class ShardWriter:
                                  f"whole shards of {self.part.rows_per_shard} rows")
         rps = effective_rows_per_shard(rows_per_shard or default_rows_per_shard(row_nbytes), self.n_rows)
         self.rows_per_shard[name] = rps
-        return self.group.create_array(
+        self._arrays[name] = self.group.create_array(
             name,
             shape=(self.n_rows, *row_shape),
             chunks=(1, *row_shape),
@@ -162,10 +167,11 @@ class ShardWriter:
             fill_value=0,
             config={"write_empty_chunks": True} if dense else None,
         )
+        return self._arrays[name]
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
         """Write rows [start, start + len(block)) of array `name`."""
-        arr = self.group[name]
+        arr = self._arrays[name] if name in self._arrays else self.group[name]
         block = np.asarray(block)
         if block.shape[1:] != arr.shape[1:]:
             raise ValueError(f"{name}: block rows have shape {block.shape[1:]}, expected {arr.shape[1:]}")
@@ -230,9 +236,18 @@ class ShardWriter:
             if write:
                 arr[:] = values.astype(str)
             return
-        self.create(name, values.shape[1:], values.dtype, compress=compress, rows_per_shard=max(1, self.n_rows))
+        row_nbytes = values.dtype.itemsize * int(np.prod(values.shape[1:], dtype=np.int64))
+        if row_nbytes > SMALL_ROW_BYTES:  # image-like rows: one row per chunk, one shard file
+            self.create(name, values.shape[1:], values.dtype, compress=compress, rows_per_shard=max(1, self.n_rows))
+            arr = self._arrays[name]
+        else:  # per-frame scalars and 3x3 matrices: one chunk (zarr's cost is per chunk, ~0.3 ms each)
+            arr = self._arrays[name] = self.group.create_array(
+                name, shape=values.shape, chunks=(max(1, self.n_rows), *values.shape[1:]), dtype=values.dtype,
+                compressors=[DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC], fill_value=0)
+            self.rows_per_shard[name] = max(1, self.n_rows)
         if write:
-            self.group[name][:] = values
+            arr[:] = values
+            self._note_digests(arr, name, 0, values)
 
     def rows(self, name: str, row_shape, dtype, *, compress: bool = False,
              rows_per_shard: int | None = None) -> "RowBuffer":

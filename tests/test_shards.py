@@ -41,6 +41,8 @@ def test_round_trip_layout_and_attrs(tmp_path):
     assert g["image"].chunks == (1, 8, 12, 3)
     assert g["image"].shards == (4, 8, 12, 3)
     assert len(list((path / "image" / "c").rglob("*"))) - len(list((path / "image" / "c").rglob("*/"))) >= 3
+    # per-frame scalars (write_all, rows of <= SMALL_ROW_BYTES): one chunk for the array, no shard index
+    assert g["target"].chunks == (10,) and g["target"].shards is None
     # every chunk ends with a crc32c; depth is blosc-zstd before it, images are not compressed
     assert [type(c).__name__ for c in g["image"].compressors] == ["Crc32cCodec"]
     assert [type(c).__name__ for c in g["depth"].compressors] == ["BloscCodec", "Crc32cCodec"]
@@ -249,3 +251,28 @@ def test_row_selection_reads_as_slices_equal_to_orthogonal_indexing(tmp_path, ro
         assert got.shape == (len(rows), *ref.shape[1:]) and got.dtype == ref.dtype
         np.testing.assert_array_equal(got, ref[idx])
         np.testing.assert_array_equal(shards.read_rows(g[name].array, idx), g[name].array.oindex[idx])
+
+
+def test_dense_arrays_store_every_chunk_without_testing_it(tmp_path, monkeypatch):
+    """`dense=True` (frames): every chunk is stored, an all-zero frame too, and zarr never compares a chunk
+    with the fill value (that test cost as much as the rest of a frames write). A sparse array drops the
+    all-zero chunk (zarr's default): the stored bytes differ, the values read back do not."""
+    from zarr.core.buffer import NDBuffer
+
+    tested = []
+    original = NDBuffer.all_equal
+    monkeypatch.setattr(NDBuffer, "all_equal", lambda self, *a, **k: tested.append(1) or original(self, *a, **k))
+    image = np.zeros((4, 8, 12, 3), np.uint8)
+    image[1] = 7  # rows 0, 2, 3 equal the fill value
+    sizes = {}
+    for dense in (True, False):
+        path = tmp_path / f"d{dense}.zarr"
+        tested.clear()
+        with shards.ShardWriter(path, 4, {}) as wr:
+            wr.create("image", (8, 12, 3), "uint8", rows_per_shard=4, dense=dense)
+            wr.write("image", 0, image)
+        assert bool(tested) is not dense
+        np.testing.assert_array_equal(shards.open_shard(path)["image"][:], image)
+        sizes[dense] = sum(f.stat().st_size for f in (path / "image" / "c").rglob("*") if f.is_file())
+    row = 8 * 12 * 3 + 4  # one chunk: the frame and its crc32c
+    assert sizes[True] >= 4 * row and row <= sizes[False] < 2 * row

@@ -147,7 +147,8 @@ def chain_priority(base):
     demo 225 s against nuScenes' 168 s), and 0 for a test split, which only the evaluation reads. The
     order: data 40, Monodepth2 teachers 30 (the longest jobs before the students), CycleGAN and seg-teacher
     fits 20, the students' pseudo-label inputs and the students 15; everything the students do not need
-    (test-split pseudo-labels, teacher evaluation, curves, efficiency) runs at 0 on the cores they leave."""
+    (test-split pseudo-labels, teacher evaluation, curves, efficiency) runs at 0 on the cores they leave.
+    """
 
     def priority(wildcards):
         if wildcards.get("split", "train_day") not in TRAIN_SPLITS:
