@@ -106,6 +106,37 @@ def test_cluster_profiles_pin_no_gpus_and_scale_memory_on_retry(name):
     assert "slurm_partition" not in p["default-resources"]  # it would overrule the partition choice
 
 
+def test_local_priorities_run_the_chain_to_the_students_first(wd):
+    """Local runs start the ready job of highest priority: the training-split chain to each student
+    (data 40, Monodepth2 teachers 30, CycleGAN and seg-teacher fits 20, the students' pseudo-label
+    inputs and the students 15), RobotCar's one above nuScenes' (its student trains longest), and
+    every job the students do not need (test splits, evaluation, curves, efficiency) at 0."""
+    proc = snakemake(wd, "-n", "eval_tables", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prio = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", proc.stdout + proc.stderr):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        p = re.search(r"^\s+priority: (-?\d+)$", block, re.M)
+        prio[rule.group(1), wildcards.get("ds"), wildcards.get("split")] = int(p.group(1)) if p else 0
+    chain = {"splits": 40, "extract_frames": 40, "gt_depth": 40, "train_depth_teacher": 30, "demo_seg_teacher": 20,
+             "train_cyclegan": 20, "translate": 15, "seg_pseudolabels": 15, "depth_pseudolabels": 15,
+             "train_student": 15}
+    seen = set()
+    for (rule, ds, split), value in prio.items():
+        if rule in chain and split in (None, "train_day", "train_night"):
+            assert value == chain[rule] + (ds == "robotcar"), (rule, ds, split, value)
+            seen.add(rule)
+        else:
+            assert value == 0, (rule, ds, split, value)
+    assert seen == set(chain)
+    assert prio["seg_pseudolabels", "robotcar", "test_day"] == 0 and prio["evaluate_depth_teacher", "robotcar",
+                                                                          "test_day"] == 0
+
+
 def dry_run_jobs(wd: Path, profile_name: str, overlays=("fast.yaml", "four_gpus.yaml")) -> list[Job]:
     """Every job of the demo DAG that Snakemake would submit, with the threads and resources it gives
     it under the profile (train.gpus: 4), and its shell command."""

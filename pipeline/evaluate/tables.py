@@ -293,7 +293,7 @@ def table4(eff: dict | None) -> Table:
             params = [m[x]["params_m"] if x in m else None for x in (*mods, "total")]
             t.add("measured", [f"{label}, {conv}{MEASURED}", *gmacs, *params, lat.get("cuda"), lat.get("cpu")])
     t.notes.append(f"measured: {eff['width']}x{eff['height']} input (GMACs scale with the pixel count), "
-                   f"CPU time with {eff.get('cpu_threads', '?')} threads, GPU time "
+                   f"CPU time with {eff.get('cpu_threads', '?')} thread{'' if eff.get('cpu_threads') == 1 else 's'}, GPU time "
                    f"{'on ' + eff['gpu_name'] if eff.get('gpu_name') else 'not measured (no CUDA device)'}; "
                    f"mean of {eff.get('runs', '?')} runs after {eff.get('warmup', '?')} warm-up; "
                    f"checkpoint {str(eff.get('checkpoint_sha256', '?'))[:12]}")
