@@ -53,6 +53,11 @@ SMALL_ROW_BYTES = 256
 log = logging.getLogger(__name__)
 
 
+def _compressors(compress: bool) -> list:
+    """The bytes codecs of an array: blosc-zstd (depth, labels) when `compress`, then the crc32c."""
+    return [DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC]
+
+
 class ShardError(RuntimeError):
     """A shard is missing, incomplete or fails verification."""
 
@@ -163,7 +168,7 @@ class ShardWriter:
             chunks=(1, *row_shape),
             shards=(rps, *row_shape),
             dtype=dtype,
-            compressors=[DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC],
+            compressors=_compressors(compress),
             fill_value=0,
             config={"write_empty_chunks": True} if dense else None,
         )
@@ -171,7 +176,7 @@ class ShardWriter:
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
         """Write rows [start, start + len(block)) of array `name`."""
-        arr = self._arrays[name] if name in self._arrays else self.group[name]
+        arr = self._arrays[name]
         block = np.asarray(block)
         if block.shape[1:] != arr.shape[1:]:
             raise ValueError(f"{name}: block rows have shape {block.shape[1:]}, expected {arr.shape[1:]}")
@@ -231,8 +236,9 @@ class ShardWriter:
         self._whole.add(name)
         write = self.n_rows and self.owns_whole_arrays()  # other parts: the same array, no data
         if values.dtype.kind in "US":
-            arr = self.group.create_array(name, shape=(self.n_rows,), chunks=(max(1, self.n_rows),),
-                                          dtype=str, fill_value="", compressors=[CHECKSUM_CODEC])
+            arr = self._arrays[name] = self.group.create_array(
+                name, shape=(self.n_rows,), chunks=(max(1, self.n_rows),), dtype=str, fill_value="",
+                compressors=[CHECKSUM_CODEC])
             if write:
                 arr[:] = values.astype(str)
             return
@@ -243,7 +249,7 @@ class ShardWriter:
         else:  # per-frame scalars and 3x3 matrices: one chunk (zarr's cost is per chunk, ~0.3 ms each)
             arr = self._arrays[name] = self.group.create_array(
                 name, shape=values.shape, chunks=(max(1, self.n_rows), *values.shape[1:]), dtype=values.dtype,
-                compressors=[DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC], fill_value=0)
+                compressors=_compressors(compress), fill_value=0)
             self.rows_per_shard[name] = max(1, self.n_rows)
         if write:
             arr[:] = values
