@@ -140,3 +140,28 @@ def test_metrics_record_round_trips_the_protocol(tmp_path):
     """The evaluate record names the protocol and where it comes from (what eval-tables prints)."""
     p = get_protocol("adds").as_record()
     assert json.loads(json.dumps(p)) == p and "ADDS-DepthNet" in p["source"] and p["name"] == "adds"
+
+
+def test_tables_warn_when_a_network_is_no_better_than_a_constant_depth():
+    """A note under Tables 1 and 2 names each network (student, depth teacher) whose Abs Rel is not below
+    the constant depth's on the same frames; equal figures are called a collapse; a better one gets none."""
+    def rec(ds, split, ours, constant):
+        r = _record(ds, split, "adds" if ds == "robotcar" else "md4all", "gt", ours)
+        r["baseline_constant"] = {k: constant for k in tables.DEPTH_KEYS}
+        return r
+
+    records = [rec("robotcar", "test_day", 0.274, 0.583), rec("robotcar", "test_night", 0.300, 0.465),
+               rec("nuscenes", "test_day", 0.700, 0.689), rec("nuscenes", "test_night", 0.558, 0.651)]
+    teachers = [rec("robotcar", "test_day", 0.5833, 0.5833), rec("robotcar", "test_night", 0.528, 0.465),
+                rec("nuscenes", "test_day", 0.617, 0.689)]
+    t1, t2, *_ = tables.build_tables(records, None, teachers)
+    w1 = [n for n in t1.notes if n.startswith("WARNING")]
+    assert w1 == [  # Table 1 lists night first, as the paper
+        f"WARNING robotcar test_night: {tables.TEACHER_ROW} Abs Rel 0.528 is no better than a constant depth "
+        "(median-scaled, 0.465)",
+        f"WARNING robotcar test_day: {tables.TEACHER_ROW} Abs Rel 0.583 is no better than a constant depth "
+        "(median-scaled, 0.583) (the constant's own figure: a collapsed network)"]
+    w2 = [n for n in t2.notes if n.startswith("WARNING")]
+    assert w2 == ["WARNING nuscenes test_day: Ours Abs Rel 0.700 is no better than a constant depth "
+                  "(median-scaled, 0.689)"]
+    assert tables.constant_warnings(records[0], None, "Ours") == []

@@ -397,7 +397,7 @@ def test_prediction_writer_is_atomic(tmp_path):
     assert pred["attrs"] == {"dataset": "nuscenes"} and [p.name for p in tmp_path.iterdir()] == ["p.h5"]
 
 
-def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
+def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path, caplog):
     """A Monodepth2 weights folder (official layout) scored with the student's protocol, shown in Table 2."""
     from pipeline.teachers import monodepth2
 
@@ -411,8 +411,15 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
             "--max-depth", "80", "--protocol", "monodepth2", "--teacher-min-depth", "0.1", "--teacher-max-depth", "100",
             "--batch-size", "2",
             "--device", "cpu", "--out", str(out)]
-    assert cli.main(argv) == 0
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert cli.main(argv) == 0
     record = json.loads(out.read_text())
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert logged == ([f"nuscenes test_day: the depth teacher Abs Rel {record['depth']['abs_rel']:.3f} is no "
+                       f"better than a constant depth (median-scaled, {record['baseline_constant']['abs_rel']:.3f})"
+                       + (" (the constant's own figure: a collapsed network)"
+                          if abs(record['depth']['abs_rel'] - record['baseline_constant']['abs_rel']) < 5e-4 else "")]
+                      if record["depth"]["abs_rel"] >= record["baseline_constant"]["abs_rel"] else [])
     # recompute: teacher depth of each target row with gt, disparity resized to the gt size, median scaled
     from pipeline.shards import open_shard
 
@@ -430,3 +437,7 @@ def test_depth_teacher_evaluation_and_its_table_row(run, tmp_path):
                                  *_tables_args(md_dir))) == 0
     md = (md_dir / "tables.md").read_text()
     assert f"| {tables.TEACHER_ROW} (measured, this run) | M (day) | {record['depth']['abs_rel']:.3f} |" in md
+    # the random teacher against the constant depth: the verb's log and the table's note say so exactly when
+    # it is no better (constant_depth_warning)
+    worse = record["depth"]["abs_rel"] >= record["baseline_constant"]["abs_rel"]
+    assert ("WARNING nuscenes test_day: " + tables.TEACHER_ROW in md) == worse

@@ -142,3 +142,17 @@ def aggregate(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
         out["ratio_std"] = float(np.std(ratios / np.median(ratios)))
     out["n_images"] = len(rows)
     return out
+
+
+def constant_depth_warning(name: str, depth: Mapping[str, float], constant: Mapping[str, float],
+                           where: str) -> str | None:
+    """A warning (text) when a network's Abs Rel is not below the median-scaled constant depth's on the same
+    frames (`depth`, `constant`: metrics dicts), else None. Self-supervised depth that collapses (the
+    disparity saturates at one end of the sigmoid) gives exactly the constant's figures; a network above
+    them has learnt nothing a table should be read for."""
+    ours, base = float(depth["abs_rel"]), float(constant["abs_rel"])
+    if ours < base:
+        return None
+    same = " (the constant's own figure: a collapsed network)" if abs(ours - base) < 5e-4 else ""
+    return (f"{where}: {name} Abs Rel {ours:.3f} is no better than a constant depth "
+            f"(median-scaled, {base:.3f}){same}")

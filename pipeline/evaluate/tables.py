@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.atomic import write_text
 from pipeline.evaluate import paper
+from pipeline.evaluate.depth import constant_depth_warning
 
 PAPER = " (paper)"
 MEASURED = " (measured, this run)"
@@ -189,6 +190,7 @@ def table1(index: dict, teachers: dict) -> Table:
         if tr is not None:
             t.add("measured", [SPLIT_NAMES[split], TEACHER_ROW + MEASURED, *(tr["depth"][k] for k in DEPTH_KEYS),
                                protocol_of(tr)])
+        t.notes += constant_warnings(r, tr, _ours(v))
     _mark_unmeasured(t)
     return t
 
@@ -215,8 +217,22 @@ def table2(index: dict, teachers: dict) -> Table:
         cells = [r["depth"][k] if r is not None else None for r in (tday, tnight) for k in paper.TABLE2_KEYS]
         t.add("measured", [TEACHER_ROW + MEASURED, "M (day)", *cells, protocols_of(tday, tnight)])
     t.notes += [source_note(r) for r in (day, night) if r is not None]
+    for r, tr in ((day, tday), (night, tnight)):
+        t.notes += constant_warnings(r, tr, _ours(v))
     _mark_unmeasured(t)
     return t
+
+
+def constant_warnings(record: dict | None, teacher: dict | None, ours: str) -> list[str]:
+    """Notes for the student (`record`) and the depth teacher (`teacher`) of one split whose Abs Rel is
+    not below the constant depth's on the same frames."""
+    notes = []
+    for r, name in ((record, ours), (teacher, TEACHER_ROW)):
+        if r is not None and r.get("baseline_constant"):
+            note = constant_depth_warning(name, r["depth"], r["baseline_constant"], f"{r['dataset']} {r['split']}")
+            if note:
+                notes.append(f"WARNING {note}")
+    return notes
 
 
 def _seg_rows(t: Table, r: dict, classes, v: str) -> None:

@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipeline.devices import resolve_device
+    from pipeline.evaluate.depth import constant_depth_warning
     from pipeline.evaluate.records import run_evaluate
 
     if args.max_depth <= 0:
@@ -43,4 +44,7 @@ def run(args) -> int:
              "(untrained %s) vs %s -> %s", args.dataset, args.split, r["protocol"], r["n_frames"], r["depth"]["abs_rel"],
              r["baseline_constant"]["abs_rel"], r["baseline_untrained"]["depth"]["abs_rel"], r["seg"]["miou"],
              r["baseline_untrained"]["seg_miou"], r["seg_reference"], args.out)
+    warning = constant_depth_warning("the student", r["depth"], r["baseline_constant"], f"{args.dataset} {args.split}")
+    if warning:
+        log.warning(warning)
     return 0

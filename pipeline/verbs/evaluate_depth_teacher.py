@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipeline.devices import resolve_device
+    from pipeline.evaluate.depth import constant_depth_warning
     from pipeline.evaluate.records import evaluate_depth_teacher
 
     r = evaluate_depth_teacher(args.weights, args.frames, args.gt, dataset=args.dataset, split=args.split,
@@ -38,4 +39,8 @@ def run(args) -> int:
                                protocol=args.protocol)
     log.info("depth teacher on %s %s: abs_rel %.4f, constant-depth baseline %.4f (%d frames) -> %s", args.dataset,
              args.split, r["depth"]["abs_rel"], r["baseline_constant"]["abs_rel"], r["n_frames"], args.out)
+    warning = constant_depth_warning("the depth teacher", r["depth"], r["baseline_constant"],
+                                     f"{args.dataset} {args.split}")
+    if warning:
+        log.warning(warning)
     return 0
