@@ -201,6 +201,30 @@ def test_tiny_training_writes_official_folder_and_resumes(tmp_path):
     assert other.latest() is None and not state.dir.exists()
 
 
+def test_automask_switch_reaches_the_loss_and_only_ever_lowers_it(tmp_path, monkeypatch):
+    """`automask=False` (Monodepth2's --disable_automasking) takes the photometric minimum over the warped
+    sources only: on the same batch and network its loss is at least the auto-masked one (whose per-pixel
+    minimum also sees the identity losses), and above it where an unwarped source wins somewhere (an
+    untrained network). The switch reaches every training step."""
+    from pipeline.teachers import monodepth2 as md
+
+    frames = open_shard(write_group(tmp_path / "frames.zarr", _frames_arrays()))
+    torch.manual_seed(0)
+    model = md.Monodepth2(18, pose=True).train()
+    batch = load_batch(frames, np.array([1, 2]), 64, 64)
+    with torch.no_grad():
+        masked = float(md.depth_teacher_loss(model, batch, 0.1, 100.0, automask=True))
+        plain = float(md.depth_teacher_loss(model, batch, 0.1, 100.0, automask=False))
+    assert plain > masked > 0
+    seen = []
+    real = md.depth_teacher_loss
+    monkeypatch.setattr(md, "depth_teacher_loss", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    kw = dict(height=64, width=64, batch_size=2, lr=1e-4, scheduler_step=1, device="cpu", seed=0, progress=False)
+    md.train_depth_teacher(frames, epochs=1, out_dir=tmp_path / "off", automask=False, **kw)
+    md.train_depth_teacher(frames, epochs=1, out_dir=tmp_path / "on", **kw)
+    assert seen == [False, False, True, True]  # 4 usable rows, batch 2: two steps each
+
+
 def test_training_rejects_bad_inputs(tmp_path):
     arrays = _frames_arrays(n=2)
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -226,7 +250,8 @@ def test_cli_train_and_pseudolabels(tmp_path):
     out = tmp_path / "depth_teacher" / "weights"
     state_dir = tmp_path / "state" / "train_depth_teacher"
     rc = cli.main(["train-depth-teacher", "--frames", str(frames), "--out-dir", str(out), "--epochs", "1",
-                   "--batch-size", "3", "--device", "cpu", "--color-aug", "false", "--state-dir", str(state_dir),
+                   "--batch-size", "3", "--device", "cpu", "--color-aug", "false", "--automask", "false",
+                   "--state-dir", str(state_dir),
                    "--lr", "1e-4", "--scheduler-step", "15", "--min-depth", "0.1", "--max-depth", "100",
                    "--seed", "0", "--log-dir", str(tmp_path / "tensorboard")])
     assert rc == 0 and (out / "pose.pth").is_file()

@@ -193,11 +193,13 @@ def load_batch(frames, rows: np.ndarray, height: int, width: int, rng: np.random
 
 
 # ----------------------------------------------------------------------------- training
-def depth_teacher_loss(model: Monodepth2, batch: dict, min_depth: float, max_depth: float) -> torch.Tensor:
+def depth_teacher_loss(model: Monodepth2, batch: dict, min_depth: float, max_depth: float,
+                       automask: bool = True) -> torch.Tensor:
     """Monodepth2's monocular loss for one batch (frames 0, -1, +1): disparities at 4 scales from the
     augmented target, poses T_0->-1 (inverted, source first) and T_0->+1 from the pose network on the
     augmented pairs, then `self_supervised_loss` on the un-augmented frames (minimum reprojection,
-    auto-masking, smoothness 1e-3 / 2^s). Networks run under AMP on CUDA; the loss in float32."""
+    auto-masking unless `automask` is False (Monodepth2's --disable_automasking), smoothness 1e-3 / 2^s).
+    Networks run under AMP on CUDA; the loss in float32."""
     cuda = batch["target"].device.type == "cuda"
     with torch.autocast(device_type="cuda", enabled=cuda):
         disps = model(batch["aug_target"])
@@ -207,7 +209,7 @@ def depth_teacher_loss(model: Monodepth2, batch: dict, min_depth: float, max_dep
     K4 = K3_to_K4(batch["K"].float())
     return self_supervised_loss(batch["target"], [batch["prev"], batch["next"]], disps,
                                 [p.float() for p in poses], K4, torch.linalg.inv(K4),
-                                min_depth=min_depth, max_depth=max_depth, smooth_weight=1e-3)
+                                min_depth=min_depth, max_depth=max_depth, smooth_weight=1e-3, automask=automask)
 
 
 def _checkpoint(epoch, settings, model, opt, sched, rng) -> dict:
@@ -237,11 +239,14 @@ def _check_size(height: int, width: int) -> None:
 def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 20, batch_size: int = 12,
                         lr: float = 1e-4, scheduler_step: int = 15, min_depth: float = 0.1, max_depth: float = 100.0,
                         device="cpu", seed: int = 0, out_dir, progress: bool = True, state: TrainingState | None = None,
-                        color_aug: bool = True, pretrained_path=None, on_epoch=None) -> Monodepth2:
+                        color_aug: bool = True, pretrained_path=None, on_epoch=None,
+                        automask: bool = True) -> Monodepth2:
     """Train Monodepth2 (monocular, ResNet-18, frames 0, -1, +1) on the target rows of a frames group
     that have both neighbours; write the official weights folder to `out_dir` and return the model.
 
-    Adam(lr), StepLR(scheduler_step, 0.1) per epoch; random flips and (with `color_aug`) colour jitter.
+    Adam(lr), StepLR(scheduler_step, 0.1) per epoch; random flips and (with `color_aug`) colour jitter;
+    `automask=False` is Monodepth2's --disable_automasking (the photometric minimum over the warped
+    sources only).
     `pretrained_path`: an optional local torchvision ResNet-18 .pth for both encoders (Monodepth2 starts
     from ImageNet). With `state` (a `pipeline.checkpoints.TrainingState` keyed by the run's settings and
     inputs), the training state is saved after every epoch and the newest saved epoch resumed from.
@@ -259,7 +264,7 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
     sched = torch.optim.lr_scheduler.StepLR(opt, scheduler_step, 0.1)
     settings = {"height": height, "width": width, "batch_size": batch_size, "lr": lr, "scheduler_step": scheduler_step,
                 "min_depth": min_depth, "max_depth": max_depth, "seed": seed, "color_aug": color_aug,
-                "rows": len(rows)}
+                "automask": automask, "rows": len(rows)}
     saved = state.latest(epochs) if state is not None else None
     start = _resume(saved, model, opt, sched, rng) if saved is not None else 0
     steps = math.ceil(len(rows) / batch_size)
@@ -271,7 +276,8 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
                          leave=False):
             batch = load_batch(frames_group, order[step * batch_size:(step + 1) * batch_size], height, width,
                                rng, color_aug)
-            loss = depth_teacher_loss(model, {k: v.to(device) for k, v in batch.items()}, min_depth, max_depth)
+            loss = depth_teacher_loss(model, {k: v.to(device) for k, v in batch.items()}, min_depth, max_depth,
+                                      automask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

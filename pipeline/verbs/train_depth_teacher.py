@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-depth", type=float, required=True)
     p.add_argument("--max-depth", type=float, required=True)
     p.add_argument("--color-aug", type=bool_arg, required=True, help="colour jitter (true/false)")
+    p.add_argument("--automask", type=bool_arg, required=True,
+                   help="Monodepth2's auto-masking (true/false; false = its --disable_automasking)")
     p.add_argument("--pretrained", type=Path, metavar="RESNET18.pth",
                    help="local torchvision ResNet-18 weights for both encoders (default: random init)")
     device_arg(p)
@@ -41,6 +43,7 @@ def run(args) -> int:
     h, w = frames["image"].shape[1:3]
     record = {"batch_size": args.batch_size, "lr": args.lr, "scheduler_step": args.scheduler_step,
               "min_depth": args.min_depth, "max_depth": args.max_depth, "color_aug": args.color_aug,
+              "automask": args.automask,
               "seed": args.seed, "inputs": [digest(args.frames)],
               "pretrained": file_sha256(args.pretrained) if args.pretrained else None}
     state = checkpoints.TrainingState(args.state_dir, record)  # `epochs` may grow: StepLR does not depend on it
@@ -49,7 +52,7 @@ def run(args) -> int:
             frames, height=h, width=w, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             scheduler_step=args.scheduler_step, min_depth=args.min_depth, max_depth=args.max_depth,
             device=resolve_device(args.device), seed=args.seed, out_dir=args.out_dir, state=state,
-            color_aug=args.color_aug, pretrained_path=args.pretrained, on_epoch=on_epoch)
+            color_aug=args.color_aug, pretrained_path=args.pretrained, on_epoch=on_epoch, automask=args.automask)
     state.clear()
     log.info("wrote Monodepth2 weights to %s", args.out_dir)
     return 0

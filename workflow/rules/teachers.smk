@@ -98,7 +98,8 @@ rule train_depth_teacher:
         "OMP_NUM_THREADS={threads} python -m pipeline train-depth-teacher --frames {input.frames} --out-dir {output.weights}"
         " --log-dir {output.tensorboard} --state-dir {params.state_dir} --epochs {params.c[epochs]} --batch-size {params.c[batch_size]}"
         " --lr {params.lr} --scheduler-step {params.c[scheduler_step]} --min-depth {params.c[min_depth]}"
-        " --max-depth {params.c[max_depth]} --color-aug {params.c[color_aug]} {params.pretrained}"
+        " --max-depth {params.c[max_depth]} --color-aug {params.c[color_aug]} --automask {params.c[automask]}"
+        " {params.pretrained}"
         " --device {params.device} --seed {params.seed} > {log} 2>&1"
 
 
