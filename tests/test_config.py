@@ -31,6 +31,8 @@ def test_default_and_paper_configs_validate():
     # the overlay merges nested keys: untouched keys of the default survive
     assert cfg["datasets"]["nuscenes"]["width"] == 576 and cfg["datasets"]["nuscenes"]["enabled"] is True
     assert cfg["train"]["weights"] == {"light": 0.01, "sf": 1.0, "cst": 1.0, "ds": 1.0, "seg": 1.0}
+    # Monodepth2's auto-masking: off on the demo (README: seeds), on at the paper's settings (its default)
+    assert load("config.yaml")["depth_teacher"]["automask"] is False and cfg["depth_teacher"]["automask"] is True
 
 
 def test_depth_teacher_lr_is_one_value_or_one_per_dataset():
