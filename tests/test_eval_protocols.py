@@ -165,3 +165,18 @@ def test_tables_warn_when_a_network_is_no_better_than_a_constant_depth():
     assert w2 == ["WARNING nuscenes test_day: Ours Abs Rel 0.700 is no better than a constant depth "
                   "(median-scaled, 0.689)"]
     assert tables.constant_warnings(records[0], None, "Ours") == []
+
+
+def test_constant_depth_warning_text_and_threshold():
+    """None when the network is below the constant's Abs Rel; the figures when not; "collapsed" when they are
+    equal to within 5e-4 (a saturated disparity gives the constant's own figure)."""
+    from pipeline.evaluate.depth import constant_depth_warning
+
+    def w(ours, base):
+        return constant_depth_warning("the student", {"abs_rel": ours}, {"abs_rel": base}, "robotcar test_day")
+
+    assert w(0.582, 0.583) is None
+    assert w(0.600, 0.583) == ("robotcar test_day: the student Abs Rel 0.600 is no better than a constant depth "
+                               "(median-scaled, 0.583)")
+    assert w(0.583, 0.583).endswith("(median-scaled, 0.583) (the constant's own figure: a collapsed network)")
+    assert w(0.5834, 0.5832).endswith("a collapsed network)") and not w(0.584, 0.583).endswith("network)")
