@@ -13,7 +13,7 @@ import torch
 
 from pipeline.model import build_model
 from pipeline.model import inference as inf
-from pipeline.model.inference import inference_depth_model, inference_model, tune_allocator
+from pipeline.model.inference import inference_depth_model, inference_model
 
 RTOL_OF_RANGE, ATOL = 1e-4, 1e-6
 SIZES = [(64, 96), (96, 160)]  # (H, W), both multiples of 32
@@ -181,10 +181,3 @@ def test_monodepth2_fast_path_in_predict_depth(monodepth2):
     out = predict_depth(fast, frames, batch_size=2)
     assert out.shape == ref.shape == (3, 90, 150)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-
-
-def test_tune_allocator_is_switchable():
-    applied = tune_allocator(True)
-    assert isinstance(applied, bool)
-    assert tune_allocator(False) == applied
-    assert tune_allocator(True) == applied

@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from pipeline import atomic, shards
+from pipeline.allocator import tune_allocator
 from pipeline.datasets.images import CropResize
 from pipeline.progress import progress_bar
 
@@ -67,7 +68,10 @@ def extract_frames(table: FrameTable, load_frame: Callable[[str, CropResize], np
     Rows are decoded on `threads` threads (OpenCV releases the GIL; one OpenCV thread per decode, see
     images.py) one shard of `rows_per_shard` rows ahead of the shard being written, and written in
     order one whole shard at a time (zarr shards written at once are ~8x faster than chunk by chunk):
-    memory holds two shards of frames, and the bytes do not depend on `threads`."""
+    memory holds two shards of frames, and the bytes do not depend on `threads`. The process keeps freed
+    memory for reuse (`tune_allocator`): each shard's buffers would otherwise be mapped afresh and their
+    pages zeroed by the kernel, ~10 % of the work at 2 threads (benchmarks/scale.py)."""
+    tune_allocator()
     width, height = size
     n = len(table)
     mapping = CropResize(crop, table.image_size, size)
