@@ -70,7 +70,7 @@ def extract_frames(table: FrameTable, load_frame: Callable[[str, CropResize], np
     order one whole shard at a time (zarr shards written at once are ~8x faster than chunk by chunk):
     memory holds two shards of frames, and the bytes do not depend on `threads`. The process keeps freed
     memory for reuse (`tune_allocator`): each shard's buffers would otherwise be mapped afresh and their
-    pages zeroed by the kernel, ~10 % of the work at 2 threads (benchmarks/scale.py)."""
+    pages zeroed by the kernel (the demo's nuScenes rows at 576x320, 2 threads: 82 -> 89-93 frames/s)."""
     tune_allocator()
     width, height = size
     n = len(table)
