@@ -1,4 +1,5 @@
 """pipeline.allocator.tune_allocator: freed large blocks are reused instead of mapped (and zeroed) afresh."""
+import platform
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,7 @@ def _faults(mode: str) -> tuple[float, str]:
     return float(out.split("faults")[1]), out
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt and its default policy")
 def test_tuned_allocator_reuses_freed_large_blocks_and_can_be_switched_back():
     pages = (48 << 20) // 4096
     default, _ = _faults("default")
