@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from pipeline.boxfilter import mean3x3
 from pipeline.geometry import disp_to_depth, warp_image
 
 SSIM_C1 = 0.01 ** 2
@@ -32,11 +33,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_same_shape("ssim", x, y)
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
-    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    mu_x = mean3x3(x)
+    mu_y = mean3x3(y)
+    sigma_x = mean3x3(x * x) - mu_x ** 2
+    sigma_y = mean3x3(y * y) - mu_y ** 2
+    sigma_xy = mean3x3(x * y) - mu_x * mu_y
     n = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
     d = (mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
     return torch.clamp((1 - n / d) / 2, 0, 1)
