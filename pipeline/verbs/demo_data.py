@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from pipeline.allocator import tune_allocator
     from pipeline.atomic import atomic_path
 
+    # the renderer's full-sensor temporaries (1600x900x3 float64: 35 MB) would each be mapped afresh and
+    # zeroed by the kernel: nuScenes demo 35.7 s user + 10.9 s system before, 36.7 + 0.4 s with this
+    tune_allocator()
     with atomic_path(args.out, directory=True) as tmp:
         summary = _write(args, tmp)
     log.info("demo %s written to %s: %s", args.dataset, args.out, summary)
