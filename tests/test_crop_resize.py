@@ -1,6 +1,7 @@
 """The one crop + resize pixel mapping (pipeline.datasets.images.CropResize)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -64,3 +65,19 @@ def test_bad_crop_names_it():
         CropResize((0, 300, 0, 200), (640, 480), (64, 48))
     with pytest.raises(ValueError, match="4 margins"):
         CropResize((0, 0, 0), (640, 480), (64, 48))
+
+
+def test_write_jpeg_keeps_rgb_order(tmp_path):
+    from pipeline.datasets.images import write_jpeg
+
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[:, :8, 0] = 250    # red band, green band, blue band
+    rgb[:, 8:16, 1] = 250
+    rgb[:, 16:, 2] = 250
+    write_jpeg(tmp_path / "x.jpg", rgb, 95)
+    back = cv2.imread(str(tmp_path / "x.jpg"))[..., ::-1]          # OpenCV reads BGR
+    for band, channel in ((slice(0, 8), 0), (slice(8, 16), 1), (slice(16, 24), 2)):
+        mean = back[:, band].reshape(-1, 3).mean(0)               # JPEG blurs the band edges, not the means
+        assert mean[channel] > 200 and np.delete(mean, channel).max() < 60, (channel, mean)
+    with pytest.raises(OSError, match="could not write"):
+        write_jpeg(tmp_path / "missing" / "x.jpg", rgb, 95)
