@@ -181,6 +181,6 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
 
 def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> None:
     """Write an RGB uint8 image as a JPEG of the given quality, raising OSError naming the path."""
-    # cvtColor, not np.ascontiguousarray(rgb[..., ::-1]): same bytes, 17 -> 2 ms for a 1600x900 frame
+    # cvtColor, not np.ascontiguousarray(rgb[..., ::-1]): same bytes, 15 -> 1.6 ms for a 1600x900 frame
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
         raise OSError(f"could not write {path}")
