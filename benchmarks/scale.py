@@ -18,7 +18,7 @@
    frame (wall), CPU seconds per frame, peak RSS (max_rss of the stage's jobs) and bytes per frame on
    disk, with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the
    same files at 1 and 2 threads, and gt_depth at 1 and 2 threads; extract_frames' peak RSS per size by
-   the process's own `ru_maxrss` (a 2-second job's peak can fall between the sampler's reads, so this
+   the kernel's high-water mark of a fresh process (a 2-second job's peak can fall between the sampler's reads, so this
    figure, not the sampled one, enters the RSS goal); then the projection table.
 
 Wall times depend on what else runs on the machine (the load average is printed); CPU seconds do not.
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         phases["decode limit"] = time.perf_counter() - t
         t = time.perf_counter()
         exact_rss = {(ds, k): extract_peak_rss_mb(work, k, ds, args.threads) for ds in DATASETS for k in sizes}
-        phases["extraction ru_maxrss"] = time.perf_counter() - t
+        phases["extraction peak RSS"] = time.perf_counter() - t
         report(measured, sizes, limits, exact_rss, args.threads)
         projection(measured, sizes)
     finally:
@@ -301,16 +301,17 @@ def _all_rows(work: Path, k: int, ds: str):
 
 def extract_peak_rss_mb(work: Path, k: int, ds: str, threads: int) -> float:
     """Peak RSS (MB) of a fresh process extracting every row of the four splits of the size-k run, by the
-    process's own `ru_maxrss`: Snakemake's `benchmark:` sampler reads RSS twice a second and can miss the
-    peak of a 2-second extraction job."""
-    code = ("import resource, sys, tempfile; from pathlib import Path; from benchmarks import scale; "
+    kernel's high-water mark of the process's memory (`VmHWM` in /proc/self/status): Snakemake's
+    `benchmark:` sampler reads RSS twice a second and can miss the peak of a 2-second extraction job.
+    Not `ru_maxrss`: Linux folds the parent's peak into a child's at exec (this script's, ~1 GB)."""
+    code = ("import sys, tempfile; from pathlib import Path; from benchmarks import scale; "
             "from pipeline.datasets import frames as fr; "
             "cfg, c, dataset, table = scale._all_rows(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]); "
             "tmp = tempfile.mkdtemp(dir=sys.argv[1]); "
             "fr.extract_frames(table, dataset.load_frame, Path(tmp) / 'x.zarr', crop=c['crop'], "
             "size=(c['width'], c['height']), attrs={}, threads=int(sys.argv[4]), "
             "rows_per_shard=cfg['extract']['rows_per_shard'], progress=False); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))")
     out = subprocess.run([sys.executable, "-c", code, str(work), str(k), ds, str(threads)], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
     return int(out.split()[-1]) / 1024  # Linux: KB
@@ -404,8 +405,8 @@ def report(measured: dict, sizes, limits: dict, exact_rss: dict | None = None, t
                     f"{r[3]:>5.2f} " if vals[1][3] else f"{'-':>5} ")
             print(line)
     if exact_rss:
-        # extraction jobs last about 2 s at 1x: the sampler's max_rss can miss their peak, ru_maxrss cannot
-        print(f"extract_frames peak RSS by the process itself (ru_maxrss, a fresh process per size, {threads} threads; "
+        # extraction jobs last about 2 s at 1x: the sampler's max_rss can miss their peak, VmHWM cannot
+        print(f"extract_frames peak RSS by the process itself (VmHWM, a fresh process per size, {threads} threads; "
               "replaces the sampled figure in the goal below): " + "; ".join(
                   f"{ds} " + " / ".join(f"{exact_rss[ds, k]:.0f}" for k in sizes) + " MB ("
                   + ", ".join(f"{k}x/1x {exact_rss[ds, k] / exact_rss[ds, 1]:.2f}" for k in sizes[1:]) + ")"
