@@ -304,14 +304,17 @@ def extract_peak_rss_mb(work: Path, k: int, ds: str, threads: int) -> float:
     kernel's high-water mark of the process's memory (`VmHWM` in /proc/self/status): Snakemake's
     `benchmark:` sampler reads RSS twice a second and can miss the peak of a 2-second extraction job.
     Not `ru_maxrss`: Linux folds the parent's peak into a child's at exec (this script's, ~1 GB)."""
-    code = ("import sys, tempfile; from pathlib import Path; from benchmarks import scale; "
-            "from pipeline.datasets import frames as fr; "
-            "cfg, c, dataset, table = scale._all_rows(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]); "
-            "tmp = tempfile.mkdtemp(dir=sys.argv[1]); "
-            "fr.extract_frames(table, dataset.load_frame, Path(tmp) / 'x.zarr', crop=c['crop'], "
-            "size=(c['width'], c['height']), attrs={}, threads=int(sys.argv[4]), "
-            "rows_per_shard=cfg['extract']['rows_per_shard'], progress=False); "
-            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))")
+    code = "\n".join([
+        "import sys, tempfile",
+        "from pathlib import Path",
+        "from benchmarks import scale",
+        "from pipeline.datasets import frames as fr",
+        "cfg, c, dataset, table = scale._all_rows(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])",
+        "with tempfile.TemporaryDirectory(dir=sys.argv[1]) as tmp:",
+        "    fr.extract_frames(table, dataset.load_frame, Path(tmp) / 'x.zarr', crop=c['crop'],",
+        "                      size=(c['width'], c['height']), attrs={}, threads=int(sys.argv[4]),",
+        "                      rows_per_shard=cfg['extract']['rows_per_shard'], progress=False)",
+        "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))"])
     out = subprocess.run([sys.executable, "-c", code, str(work), str(k), ds, str(threads)], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
     return int(out.split()[-1]) / 1024  # Linux: KB
