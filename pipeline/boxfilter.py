@@ -2,7 +2,7 @@
 
 PyTorch's CPU kernel for a contiguous (B, C, H, W) tensor sums each window in a scalar loop; at the
 demo's 192x96 it took 13.5 % of a student training step (torch.profiler) and 5.5 ms against 1.0 ms here
-for one image's mean, forward + backward (`python -m benchmarks.ssim`). Here the window
+for the mean of a batch of two RGB images, forward + backward (`python -m benchmarks.ssim`). Here the window
 sum is nine shifted whole-tensor adds, in the kernel's order (row by row from a zero start, then a
 division by 9), and the backward adds grad / 9 back in the kernel's order (output positions row by
 row), so forward and backward give the same bits as PyTorch's and training is unchanged to the bit
