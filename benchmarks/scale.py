@@ -12,8 +12,13 @@
    training epoch (capped at TRAIN_STEPS steps), at the paper's frame and ground-truth resolutions
    (workflow/configs/paper.yaml: nuScenes 576x320, GT 1600x900; RobotCar 1280x640 crop -> 512x256, GT
    1280x640) with the small demo networks (CycleGAN ngf 16 / 3 blocks, the demo segmentation teacher,
-   Monodepth2 ResNet-18, the light student). The teachers are trained once, at 1x, with tiny budgets,
-   outside the measurement; the larger sizes reuse them (`--allowed-rules`: only the per-frame rules run).
+   Monodepth2 ResNet-18, the light student). The teachers are made once, at 1x, outside the measurement:
+   the segmentation teacher is fitted for 20 steps (its labels then have a fitted model's regions, whose
+   compressed size enters the projection); CycleGAN's generators and Monodepth2 are written with their
+   initial weights, in the files their training rules write (their per-frame cost does not depend on the
+   weights; an untrained Monodepth2's depth maps compress better than a trained one's, so the teacher
+   depth bytes per frame are a low estimate). The larger sizes reuse them (`--allowed-rules`: only the
+   per-frame rules run).
 3. Prints per stage and dataset, from the jobs' `benchmark:` files and the stores: frames, seconds per
    frame (wall), CPU seconds per frame, peak RSS (max_rss of the stage's jobs) and bytes per frame on
    disk, with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the
@@ -167,9 +172,7 @@ def write_config(workdir: Path, work: Path, k: int, threads: int) -> Path:
         cfg["datasets"][ds]["enabled"] = True
     cfg["results_dir"] = "results"
     cfg["extract"]["threads"] = threads
-    cfg["cyclegan"].update(epochs=1, epochs_decay=0)          # teachers: trained once at 1x, not measured
-    cfg["seg_teacher"]["demo_max_steps"] = 20
-    cfg["depth_teacher"]["epochs"] = 1
+    cfg["seg_teacher"]["demo_max_steps"] = 20                # fitted once at 1x, not measured
     cfg["train"].update(epochs=1, max_steps_per_epoch=TRAIN_STEPS, variants=["full"], datasets=list(DATASETS))
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -195,9 +198,11 @@ def run_size(work: Path, k: int, cores: int, threads: int, phases: dict) -> dict
     write_config(workdir, work, k, threads)
     log = workdir / "snakemake.log"
     R = workdir / "results"
-    if k == 1:  # the small teachers, trained here once (their jobs are not part of any stage below)
+    if k == 1:  # the small teachers, made here once (their jobs are not part of any stage below)
         t = time.perf_counter()
-        snakemake(workdir, [f"results/{ds}/{o}" for ds in DATASETS for o in TEACHER_OUTPUTS], cores, log=log)
+        write_untrained_teachers(R, yaml.safe_load((workdir / "config.yaml").read_text()))
+        snakemake(workdir, [f"results/{ds}/seg_teacher/demo_checkpoint" for ds in DATASETS], cores,
+                  allowed=[*PER_FRAME_RULES, "demo_seg_teacher"], log=log)
         phases["1x teachers (not measured)"] = time.perf_counter() - t
     else:
         for ds in DATASETS:
@@ -208,6 +213,25 @@ def run_size(work: Path, k: int, cores: int, threads: int, phases: dict) -> dict
                     (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
     snakemake(workdir, ["frames", "teachers", "train"], cores, allowed=PER_FRAME_RULES, log=log)
     return measure(R)
+
+
+def write_untrained_teachers(R: Path, cfg: dict) -> None:
+    """CycleGAN's two generators and the Monodepth2 teacher (depth + pose) of each dataset with their
+    initial weights (seed 0), written where and how `train_cyclegan` and `train_depth_teacher` write them;
+    `depth_teacher/weights` records the dataset's frame size, as a trained one does."""
+    import torch
+
+    from pipeline.synth.cyclegan import build_cyclegan, save_generator
+    from pipeline.teachers.monodepth2 import Monodepth2, save_weights
+
+    for ds in DATASETS:
+        nets = build_cyclegan(cfg["cyclegan"]["ngf"], cfg["cyclegan"]["n_blocks"], 0, torch.device("cpu"))
+        (R / ds / "cyclegan").mkdir(parents=True, exist_ok=True)
+        for name in ("G_day2night", "G_night2day"):
+            save_generator(nets[name], R / ds / "cyclegan" / f"{name}.pth")
+        torch.manual_seed(0)
+        size = cfg["datasets"][ds]
+        save_weights(Monodepth2(18, pose=True), R / ds / "depth_teacher" / "weights", size["height"], size["width"])
 
 
 def _tsv(path: Path) -> dict:
