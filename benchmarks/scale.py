@@ -308,6 +308,22 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+def _extract(cfg: dict, c: dict, dataset, table, out: Path, threads: int) -> None:
+    """`extract_frames` of `table`'s rows into `out` as the rule runs it (the dataset and its table already open)."""
+    from pipeline.datasets import frames as fr
+
+    fr.extract_frames(table, dataset.load_frame, out, crop=c["crop"], size=(c["width"], c["height"]), attrs={},
+                      threads=threads, rows_per_shard=cfg["extract"]["rows_per_shard"], progress=False)
+
+
+def _peak_rss_child(work: str, k: str, ds: str, threads: str) -> None:
+    """In a fresh process: extract every row of the four splits of the size-k run into a temporary folder,
+    then print `VmHWM` (KB)."""
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        _extract(*_all_rows(Path(work), int(k), ds), Path(tmp) / "x.zarr", int(threads))
+    print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+
+
 def _all_rows(work: Path, k: int, ds: str):
     """(config, dataset section, dataset, frame table of every row of the four splits) of the size-k run."""
     from pipeline.datasets import frames as fr
@@ -328,17 +344,7 @@ def extract_peak_rss_mb(work: Path, k: int, ds: str, threads: int) -> float:
     kernel's high-water mark of the process's memory (`VmHWM` in /proc/self/status): Snakemake's
     `benchmark:` sampler reads RSS twice a second and can miss the peak of a 2-second extraction job.
     Not `ru_maxrss`: Linux folds the parent's peak into a child's at exec (this script's, ~1 GB)."""
-    code = "\n".join([
-        "import sys, tempfile",
-        "from pathlib import Path",
-        "from benchmarks import scale",
-        "from pipeline.datasets import frames as fr",
-        "cfg, c, dataset, table = scale._all_rows(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])",
-        "with tempfile.TemporaryDirectory(dir=sys.argv[1]) as tmp:",
-        "    fr.extract_frames(table, dataset.load_frame, Path(tmp) / 'x.zarr', crop=c['crop'],",
-        "                      size=(c['width'], c['height']), attrs={}, threads=int(sys.argv[4]),",
-        "                      rows_per_shard=cfg['extract']['rows_per_shard'], progress=False)",
-        "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))"])
+    code = "import sys\nfrom benchmarks import scale\nscale._peak_rss_child(*sys.argv[1:])"
     out = subprocess.run([sys.executable, "-c", code, str(work), str(k), ds, str(threads)], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
     return int(out.split()[-1]) / 1024  # Linux: KB
@@ -346,7 +352,6 @@ def extract_peak_rss_mb(work: Path, k: int, ds: str, threads: int) -> float:
 
 def decode_limits(work: Path, k: int, reps: int = 2) -> dict:
     """extract_frames vs bare imread (+ demosaic) + resize of the same files, and gt_depth, at 1 and 2 threads."""
-    from pipeline.datasets import frames as fr
     from pipeline.datasets import ground_truth
     from pipeline.shards import open_shard
 
@@ -376,9 +381,7 @@ def decode_limits(work: Path, k: int, reps: int = 2) -> dict:
                             list(pool.map(decode, paths))
 
                     def run_ours():
-                        fr.extract_frames(table, dataset.load_frame, Path(tmp) / f"x{threads}.zarr", crop=c["crop"],
-                                          size=size, attrs={}, threads=threads,
-                                          rows_per_shard=cfg["extract"]["rows_per_shard"], progress=False)
+                        _extract(cfg, c, dataset, table, Path(tmp) / f"x{threads}.zarr", threads)
 
                     runs = [(name, lambda d=decode: run_bare(d)) for name, decode in variants.items()]
                     for name, fn in (*runs, ("extract", run_ours)):
