@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 
 
 def save(obj: Any, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """`torch.save` to `path` atomically. A failed write (torch reports a full disk as "enforce fail at
+    inline_container.cc ... unexpected pos") raises OSError naming the file and its file system's free
+    space; nothing is left at `path`."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:
+        free = shutil.disk_usage(Path(path).parent).free
+        raise OSError(f"could not write {path}: {exc} ({free / 1e9:.2f} GB free on its file system; "
+                      "a full disk shows as 'unexpected pos')") from exc
     return Path(path)
 
 

@@ -482,3 +482,25 @@ def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, c
     second = torch.load(out / "last.pt", weights_only=True)
     assert second["global_step"] == 2  # both epochs trained afresh
     assert set(second["settings"]["inputs"]) >= {f"{DS}/day_frames", f"{DS}/day_depth", f"{DS}/night_seg"}
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    """torch reports a full disk as "enforce fail at inline_container.cc ... unexpected pos": the save
+    raises OSError naming the file and the free space, and the checkpoint already there is untouched."""
+    from pipeline import checkpoints
+
+    path = tmp_path / "state" / "epoch_001.pt"
+    checkpoints.save({"w": torch.arange(4.0)}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        Path(f).write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 156317376 vs 156317268")
+
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write .*epoch_001\.pt: .*unexpected pos.* GB free"):
+        checkpoints.save({"w": torch.zeros(4)}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["epoch_001.pt"]  # no temporary left
+    monkeypatch.undo()
+    assert torch.equal(checkpoints.load(path)["w"], torch.arange(4.0))
