@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import resource
 import sys
+import time
+
+STARTED = time.monotonic()  # this module is imported at interpreter start-up (`python -m pipeline`)
 
 log = logging.getLogger("pipeline")
 
@@ -47,3 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("traceback", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        log.info("%s: %s", args.verb, usage())
+
+
+def usage() -> str:
+    """This process's wall time, CPU time (with its reaped children: data-loader workers) and peak
+    resident memory, for the job's log. The peak is the kernel's high-water mark (VmHWM) of this
+    process since it started; Snakemake's `benchmark:` files sample every 0.5-30 s and can miss it."""
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    text = f"{time.monotonic() - STARTED:.1f} s wall, {cpu:.1f} CPU-s"
+    try:
+        with open("/proc/self/status") as status:
+            hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        text += f", peak RSS {hwm_kb / 1024:.0f} MB"
+    except (OSError, StopIteration, ValueError):
+        pass  # not Linux: no VmHWM (ru_maxrss would include the parent's peak before exec)
+    return text
