@@ -2,12 +2,16 @@
 
 - `save(obj, path)` / `load(path)`: torch.save written atomically (never a half-written file), and
   torch.load with `weights_only=True`.
-- `TrainingState(folder, record, keep)`: the resumable state of one training run. `record` is what
+- `TrainingState(folder, record, keep, every_s)`: the resumable state of one training run. `record` is what
   shapes the weights (the caller's settings that matter and the digests of its input data); its
   digest is the run's key and the states live in `folder/<key>/epoch_NNN.pt`. One stale-state policy:
   states of any other key are removed when a run starts (they can never be resumed by this run), and
   a finished run clears the folder. `folder` is the rule's state folder (`results/state/...`): never a
-  declared output, so Snakemake does not delete it before a re-run of a killed job.
+  declared output, so Snakemake does not delete it before a re-run of a killed job. `due()` tells an
+  epoch's end whether to write one: `every_s` seconds after the run started or its last state (0 =
+  every epoch). The training verbs use `STATE_EVERY_S`: on real data every epoch outlasts it, so every
+  epoch writes a state; on the demo (epochs of ~10 s, a Monodepth2 state of ~320 MB and ~0.9 s to
+  write) a killed run loses at most that much training.
 - `rng_state()` / `set_rng_state()`: the global RNGs (torch, CUDA, numpy, random) in a form that
   `load` accepts.
 """
@@ -19,6 +23,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +33,8 @@ import torch
 from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+STATE_EVERY_S = 300.0  # the training verbs' interval between resumable states (see the module docstring)
 
 
 def save(obj: Any, path: str | os.PathLike) -> Path:
@@ -55,9 +62,13 @@ def record_key(record: Mapping) -> str:
 class TrainingState:
     """Resumable state of one run (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike, record: Mapping, keep: int = 1):
+    def __init__(self, folder: str | os.PathLike, record: Mapping, keep: int = 1, every_s: float = 0.0):
         if keep < 0:
             raise ValueError(f"keep must be >= 0 (0 = keep all), got {keep}")
+        if every_s < 0:
+            raise ValueError(f"the interval between resumable states must be >= 0 s (0 = every epoch), got {every_s}")
+        self.every_s = float(every_s)
+        self._last = time.monotonic()
         self.root = Path(folder)
         self.key = record_key(record)
         self.dir = self.root / self.key
@@ -85,8 +96,13 @@ class TrainingState:
         log.info("resuming from %s (epoch %d)", found[n], n)
         return load(found[n], map_location)
 
+    def due(self) -> bool:
+        """Whether the epoch that just ended writes a state: `every_s` since the start or the last state."""
+        return time.monotonic() - self._last >= self.every_s
+
     def save(self, epoch: int, state: Mapping) -> Path:
         path = save({**state, "epoch": int(epoch)}, self.dir / f"epoch_{epoch:03d}.pt")
+        self._last = time.monotonic()
         if self.keep:
             found = self.epochs()
             for n in sorted(found)[:-self.keep]:

@@ -375,14 +375,16 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
 
 def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.PathLike, log_dir: str | os.PathLike,
           state_dir: str | os.PathLike, s: TrainSettings, device: torch.device, info: DistInfo = DistInfo(),
-          record: Mapping | None = None) -> Path:
+          record: Mapping | None = None, state_every_s: float = 0.0) -> Path:
     """Train `model` (a DepthSegNet) on the datasets; writes the checkpoint `last` at the end.
 
     Resumes from the newest state in `state_dir` of the same `record` (the run's settings and input
-    digests; `resume_record` leaves out what does not change the weights already trained). Rank 0 writes
-    the states, `last` and the TensorBoard logs in `log_dir`."""
+    digests; `resume_record` leaves out what does not change the weights already trained), every
+    `checkpoint_every` epochs once `state_every_s` seconds have passed since the last state. Rank 0
+    writes the states, `last` and the TensorBoard logs in `log_dir`."""
     record = dict(record if record is not None else {"train": {k: getattr(s, k) for k in s.__dataclass_fields__}})
-    state = TrainingState(state_dir, resume_record(record), keep=s.keep_checkpoints) if info.is_main else None
+    state = (TrainingState(state_dir, resume_record(record), keep=s.keep_checkpoints, every_s=state_every_s)
+             if info.is_main else None)
     if info.enabled and device.type == "cuda":
         # one BatchNorm over the global batch, as a single process would compute it (the batch of
         # train.batch_size is per process: the global batch is batch_size x processes)
@@ -417,7 +419,8 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
             loaders = make_loaders(datasets, s, epoch, info, pin_memory=device.type == "cuda")
             step = run_epoch(net, model, loaders, optimizer, scaler, s, device, epoch, step, writer, info)
             scheduler.step()
-            if (epoch + 1) % s.checkpoint_every == 0:
+            # rank 0's clock decides for every rank (barrier below)
+            if (epoch + 1) % s.checkpoint_every == 0 and _broadcast(state.due() if state is not None else None, info):
                 if info.is_main:
                     state.save(epoch + 1, _state(model, optimizer, scheduler, scaler, epoch + 1, step, record))
                 distributed.barrier()

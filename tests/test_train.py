@@ -260,13 +260,13 @@ def _settings(**kw):
     return TrainSettings.from_config(train, 0, {})
 
 
-def _run(results, out, settings, record=None):
+def _run(results, out, settings, record=None, state_every_s=0.0):
     model = _model(seed=123)
     seed_everything(settings.seed)
     sets = {DS: _set(results, flip=settings.flip, seed=settings.seed)}
     record = record or {"train": {"epochs": settings.epochs}, "seed": settings.seed}
     train_mod.train(model, sets, out / "last.pt", out / "tensorboard", out / "state", settings, torch.device("cpu"),
-                    record=record)
+                    record=record, state_every_s=state_every_s)
     return model
 
 
@@ -406,6 +406,32 @@ def test_only_the_newest_states_are_kept_and_other_settings_never_resume(results
     assert len(list((tmp_path / "state").iterdir())) == 1
 
 
+def test_states_are_written_at_most_every_state_every_s(results, tmp_path, monkeypatch):
+    """A fake clock: each step takes 25 s. With states at most every 60 s, 4 one-step epochs write one
+    state, after epoch 3 (75 s); with 0 s, every epoch writes one. The weights do not depend on it."""
+    from pipeline import checkpoints
+
+    clock = [1000.0]
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(train_mod.TrainingState, "clear", lambda self: None)  # look before the run clears
+    real_step = train_mod.training_step
+
+    def step_of_25_s(*a, **kw):
+        clock[0] += 25.0
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "training_step", step_of_25_s)
+    s = _settings(epochs=4, max_steps_per_epoch=1, keep_checkpoints=0)
+    sparse = _run(results, tmp_path / "sparse", s, state_every_s=60.0)
+    assert _states(tmp_path / "sparse") == ["epoch_003.pt"]
+    dense = _run(results, tmp_path / "dense", s, state_every_s=0.0)
+    assert _states(tmp_path / "dense") == ["epoch_001.pt", "epoch_002.pt", "epoch_003.pt", "epoch_004.pt"]
+    a, b = sparse.state_dict(), dense.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="interval between resumable states must be >= 0"):
+        checkpoints.TrainingState(tmp_path / "bad", {}, every_s=-1)
+
+
 # ------------------------------------------------------------------------------------------ settings + CLI
 
 def _cli_settings(**train):
@@ -456,7 +482,9 @@ def test_cli_does_not_resume_epochs_trained_on_other_inputs(results, tmp_path, c
     import logging
     import shutil
 
+    from pipeline import checkpoints
     from pipeline.cli import main
+    monkeypatch.setattr(checkpoints, "STATE_EVERY_S", 0.0)  # a state after every epoch, not every 5 minutes
     local = tmp_path / "results"
     shutil.copytree(results, local)
     out = tmp_path / "run"

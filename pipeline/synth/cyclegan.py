@@ -347,7 +347,7 @@ def train_cyclegan(day_images, night_images, *, ngf: int = 64, n_blocks: int = 9
                  " ".join(f"{k}={v / iters:.4f}" for k, v in sums.items()))
         if on_epoch is not None:
             on_epoch(epoch + 1, {**{k: v / iters for k, v in sums.items()}, "lr": opt_g.param_groups[0]["lr"]})
-        if state is not None:
+        if state is not None and state.due():
             state.save(epoch + 1, _checkpoint_state(epoch + 1, settings, nets, opt_g, opt_d, pools, rng))
     return nets["G_day2night"].cpu().eval(), nets["G_night2day"].cpu().eval()
 

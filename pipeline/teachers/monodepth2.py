@@ -288,7 +288,7 @@ def train_depth_teacher(frames_group, *, height: int, width: int, epochs: int = 
                  opt.param_groups[0]["lr"])
         if on_epoch is not None:
             on_epoch(epoch + 1, {"loss": total / steps, "lr": epoch_lr})
-        if state is not None:
+        if state is not None and state.due():
             state.save(epoch + 1, _checkpoint(epoch + 1, settings, model, opt, sched, rng))
     save_weights(model, out_dir, height, width)
     model.height, model.width = height, width

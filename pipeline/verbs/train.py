@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pipeline import distributed
     from pipeline import train as tr
-    from pipeline.checkpoints import seed_everything
+    from pipeline.checkpoints import STATE_EVERY_S, seed_everything
     from pipeline.config import TrainSettings
     from pipeline.data import TrainingSet
     from pipeline.devices import resolve_device
@@ -44,7 +44,8 @@ def run(args) -> int:
         # the input shards' digests are part of the resume key: new teacher outputs never resume stale epochs
         inputs = {f"{ds}/{role}": digest(path) for ds, paths in args.shards.items() for role, path in paths.items()}
         record = {**settings, "datasets_trained": list(args.shards), "inputs": inputs}
-        tr.train(model, sets, args.out, args.log_dir, args.state_dir, s, device, info, record=record)
+        tr.train(model, sets, args.out, args.log_dir, args.state_dir, s, device, info, record=record,
+                 state_every_s=STATE_EVERY_S)
     finally:
         distributed.cleanup()
     return 0

@@ -57,7 +57,7 @@ def run(args) -> int:
     record = {"ngf": args.ngf, "n_blocks": args.n_blocks, "epochs": args.epochs, "epochs_decay": args.epochs_decay,
               "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "inputs": [digest(args.day), digest(args.night)]}
-    state = checkpoints.TrainingState(args.state_dir, record)
+    state = checkpoints.TrainingState(args.state_dir, record, every_s=checkpoints.STATE_EVERY_S)
     day, night = open_shard(args.day), open_shard(args.night)
     with epoch_log.epoch_logger(args.log_dir) as on_epoch:
         g_d2n, g_n2d = cyclegan.train_cyclegan(

@@ -46,7 +46,8 @@ def run(args) -> int:
               "automask": args.automask,
               "seed": args.seed, "inputs": [digest(args.frames)],
               "pretrained": file_sha256(args.pretrained) if args.pretrained else None}
-    state = checkpoints.TrainingState(args.state_dir, record)  # `epochs` may grow: StepLR does not depend on it
+    # `epochs` may grow: StepLR does not depend on it
+    state = checkpoints.TrainingState(args.state_dir, record, every_s=checkpoints.STATE_EVERY_S)
     with epoch_log.epoch_logger(args.log_dir) as on_epoch:
         monodepth2.train_depth_teacher(
             frames, height=h, width=w, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
