@@ -11,7 +11,7 @@
   epoch's end whether to write one: `every_s` seconds after the run started or its last state (0 =
   every epoch). The training verbs use `STATE_EVERY_S`: on real data every epoch outlasts it, so every
   epoch writes a state; on the demo (epochs of ~10 s, a Monodepth2 state of ~320 MB and ~0.9 s to
-  write) a killed run loses at most that much training.
+  write) a killed run loses at most 5 minutes of training.
 - `rng_state()` / `set_rng_state()`: the global RNGs (torch, CUDA, numpy, random) in a form that
   `load` accepts.
 """
