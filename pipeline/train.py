@@ -419,9 +419,8 @@ def train(model: nn.Module, datasets: Mapping[str, Dataset], last: str | os.Path
             loaders = make_loaders(datasets, s, epoch, info, pin_memory=device.type == "cuda")
             step = run_epoch(net, model, loaders, optimizer, scaler, s, device, epoch, step, writer, info)
             scheduler.step()
-            # rank 0's clock decides for every rank (barrier below)
-            if (epoch + 1) % s.checkpoint_every == 0 and _broadcast(state.due() if state is not None else None, info):
-                if info.is_main:
+            if (epoch + 1) % s.checkpoint_every == 0:
+                if info.is_main and state.due():
                     state.save(epoch + 1, _state(model, optimizer, scheduler, scaler, epoch + 1, step, record))
                 distributed.barrier()
         if info.is_main:
