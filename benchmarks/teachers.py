@@ -188,17 +188,23 @@ def bench_storage(tmp: Path, n: int, height: int, width: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- 3. translate CLI
-def bench_translate_cli(tmp: Path, images: np.ndarray, batch_size: int, device: torch.device) -> dict:
-    from pipeline import cli
-
+def write_frames_shard(path: Path, images: np.ndarray) -> Path:
+    """A frames shard of uint8 images (N, H, W, 3), every row a target, consecutive rows neighbours."""
     n, height, width = images.shape[:3]
-    frames = tmp / "frames.zarr"
-    with ShardWriter(frames, n, {"rule": "benchmark"}) as w:
+    with ShardWriter(path, n, {"rule": "benchmark"}) as w:
         w.create("image", (height, width, 3), "uint8", rows_per_shard=64)
         w.write("image", 0, images)
         w.write_all("target", np.ones(n, bool))
         w.write_all("prev", np.arange(n) - 1)
         w.write_all("next", np.where(np.arange(n) + 1 < n, np.arange(n) + 1, -1))
+    return path
+
+
+def bench_translate_cli(tmp: Path, images: np.ndarray, batch_size: int, device: torch.device) -> dict:
+    from pipeline import cli
+
+    n = len(images)
+    frames = write_frames_shard(tmp / "frames.zarr", images)
     torch.manual_seed(0)
     generator = cyclegan.save_generator(cyclegan.init_weights(cyclegan.ResnetGenerator(ngf=64, n_blocks=9)),
                                         tmp / "G.pth")

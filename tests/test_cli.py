@@ -38,3 +38,29 @@ def test_a_failing_verb_still_logs_its_cost(tmp_path, caplog, capsys):
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("inspect: "))
     wall, cpu, peak = _parse(line)
     assert wall >= 0 and cpu > 0 and peak > 0
+
+
+def test_the_entry_point_keeps_exit_status_output_and_log_with_its_collector_settings(tmp_path):
+    """`python -m pipeline` tunes the garbage collector and freezes the heap before exiting
+    (pipeline/__main__.py): the process must still flush what it printed and logged and return the
+    verb's status."""
+    import subprocess
+    import sys
+
+    from pipeline.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "s.zarr", 5, {"rule": "test"}) as w:
+        w.write_all("value", np.arange(5, dtype=np.int32) * 3)
+    script = ("import gc, runpy, sys; sys.argv = ['pipeline', *sys.argv[1:]]\n"
+              "try:\n    runpy.run_module('pipeline', run_name='__main__')\n"
+              "finally:\n    print('threshold', gc.get_threshold(), 'frozen', gc.get_freeze_count() > 0)")
+    ok = subprocess.run([sys.executable, "-c", script, "inspect", str(tmp_path / "s.zarr")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "value" in ok.stdout and "(5,)" in ok.stdout and "max 12" in ok.stdout
+    assert "threshold (50000, 20, 20) frozen True" in ok.stdout
+    assert re.search(r"inspect: .* s wall, .* CPU-s, peak RSS \d+ MB", ok.stderr)
+    missing = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(tmp_path / "missing.zarr")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "shard not found" in missing.stderr and "inspect: " in missing.stderr
