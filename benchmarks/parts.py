@@ -1,0 +1,123 @@
+"""Wall time of a split's seg pseudo-labels in 1 job against N jobs (`jobs_per_split`), through Snakemake.
+
+    python -m benchmarks.parts [--workdir .] [--configfile config.yaml] [--dataset robotcar]
+                               [--split train_day] [--jobs 1 2] [--reps 2] [--cores 2]
+                               [--rows-per-shard R]   (from the repo root)
+
+Needs a finished run in --workdir (the demo's, or a `benchmarks.scale` size folder such as
+/tmp/scale/run_4x with its config.yaml): the split's frames store and the segmentation teacher. Those
+are copied into a temp folder, so the run's own results are left as they were. There, for each N of
+--jobs, --reps times, it runs
+
+    snakemake results/<dataset>/seg_teacher/<split>.zarr --cores C
+              --configfile <the config with jobs_per_split.seg_pseudolabels: N>
+              --allowed-rules seg_pseudolabels assemble_parts --forcerun seg_pseudolabels
+
+and prints the command's wall time (DAG building, the N part jobs and, for N > 1, the assembly), the
+jobs' CPU seconds (their logs' closing cost lines) and whether the store's arrays equal N = 1's.
+A part job pays the process start-up (imports, model load) again; N jobs win when the labelling
+itself outweighs that: at the paper's frame size and more than a few dozen frames a split.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COST = re.compile(r"INFO pipeline: [a-z-]+: ([\d.]+) s wall, ([\d.]+) CPU-s")
+
+
+def copy_inputs(workdir: Path, cfg: dict, dataset: str, split: str, tmp: Path) -> None:
+    """The split's frames store and the dataset's segmentation teacher, at the same paths under `tmp`."""
+    results = cfg.get("results_dir", "results")
+    checkpoint = cfg["seg_teacher"]["checkpoint"]
+    teacher = f"{results}/{dataset}/seg_teacher/demo_checkpoint" if checkpoint == "demo" else checkpoint
+    for rel in (f"{results}/{dataset}/frames/{split}.zarr", teacher):
+        src = Path(rel) if Path(rel).is_absolute() else workdir / rel
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: run the pipeline in {workdir} first (this benchmark needs its "
+                                    f"frames store and segmentation teacher)")
+        if not Path(rel).is_absolute():
+            shutil.copytree(src, tmp / rel)
+
+
+def run_once(tmp: Path, cfg: dict, jobs: int, cores: int, target: str, log: Path) -> tuple[float, float, int]:
+    """(wall s of the snakemake command, CPU s of its jobs, number of jobs) with `jobs` parts."""
+    cfg = {**cfg, "jobs_per_split": {**cfg.get("jobs_per_split", {}), "seg_pseudolabels": jobs}}
+    config = tmp / f"config_{jobs}.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    logs = tmp / cfg.get("results_dir", "results") / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    cmd = ["snakemake", target, "-s", str(REPO / "Snakefile"), "-d", str(tmp), "--configfile", str(config),
+           "--cores", str(cores), "--allowed-rules", "seg_pseudolabels", "assemble_parts",
+           "--forcerun", "seg_pseudolabels"]  # the target first: the last two options take lists
+    t0 = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.run(cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"snakemake failed ({proc.returncode}); the end of its log:\n{tail}")
+    costs = [COST.search(p.read_text()) for p in logs.rglob("*.log")]
+    return wall, sum(float(m.group(2)) for m in costs if m), sum(1 for m in costs if m)
+
+
+def arrays(store: Path) -> dict[str, np.ndarray]:
+    from pipeline.shards import open_shard
+
+    group = open_shard(store)
+    return {name: np.asarray(group[name][...]) for name in sorted(group.array_keys())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("."), help="folder of a finished run (default: .)")
+    ap.add_argument("--configfile", type=Path, help="its config (default: WORKDIR/config.yaml)")
+    ap.add_argument("--dataset", default="robotcar")
+    ap.add_argument("--split", default="train_day")
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="jobs_per_split values (default 1 2)")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--rows-per-shard", type=int,
+                    help="extract.rows_per_shard of the run (default: the config's); a part is whole shard files, "
+                         "so a split of fewer rows than this is one part however many jobs")
+    args = ap.parse_args()
+    workdir = args.workdir.resolve()
+    cfg = yaml.safe_load((args.configfile or workdir / "config.yaml").read_text())
+    if args.rows_per_shard:
+        cfg["extract"] = {**cfg["extract"], "rows_per_shard": args.rows_per_shard}
+    results = cfg.get("results_dir", "results")
+    target = f"{results}/{args.dataset}/seg_teacher/{args.split}.zarr"
+    with tempfile.TemporaryDirectory(prefix="bench_parts_") as tmp_name:
+        tmp = Path(tmp_name)
+        copy_inputs(workdir, cfg, args.dataset, args.split, tmp)
+        from pipeline.shards import open_shard
+        frames = open_shard(tmp / results / args.dataset / "frames" / f"{args.split}.zarr")
+        n, targets = frames["image"].shape, int(np.asarray(frames["target"][...]).sum())
+        print(f"seg pseudo-labels of {args.dataset} {args.split}: {targets} target frames of {n[0]} rows at "
+              f"{n[2]}x{n[1]}, rows_per_shard {cfg['extract']['rows_per_shard']}, snakemake --cores {args.cores}, "
+              f"{args.reps} reps; load average {os.getloadavg()[0]:.1f} at start; from {workdir}")
+        print(f"{'jobs':>5}{'wall s (each run)':>30}{'jobs CPU-s (each run)':>30}{'jobs':>6}   arrays equal to 1 job's")
+        reference = None
+        for rep in range(args.reps):
+            for jobs in args.jobs:
+                wall, cpu, count = run_once(tmp, cfg, jobs, args.cores, target, tmp / "snakemake.log")
+                got = arrays(tmp / target)
+                if reference is None and jobs == 1:
+                    reference = got
+                same = ("-" if reference is None or jobs == 1 else
+                        all(np.array_equal(reference[k], got[k]) for k in reference) and got.keys() == reference.keys())
+                print(f"{jobs:>5}{'rep ' + str(rep) + ': ' + format(wall, '.2f'):>30}{cpu:>30.2f}{count:>6}   {same}")
+
+
+if __name__ == "__main__":
+    main()
