@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.teachers import random_frames, write_frames_shard
@@ -41,25 +40,28 @@ BASELINE = [sys.executable, "-c", "from pipeline.cli import main; raise SystemEx
 
 def timed_run(cmd: list[str], env: dict) -> tuple[float, float]:
     """(wall s, CPU s) of one process, children included; raises if it fails."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{err[-2000:]}")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: nobody reads a pipe while we wait
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n"
+                               f"{err.read().decode(errors='replace')[-2000:]}")
     return wall, usage.ru_utime + usage.ru_stime
 
 
 def make_inputs(tmp: Path, n: int) -> dict[str, list[str]]:
+    from transformers import Mask2FormerForUniversalSegmentation
+
     from pipeline.synth import cyclegan
     from pipeline.teachers import mask2former
 
     frames = write_frames_shard(tmp / "frames.zarr", random_frames(n, 96, 160))
     torch.manual_seed(0)
-    model = __import__("transformers").Mask2FormerForUniversalSegmentation(mask2former.demo_config()).eval()
+    model = Mask2FormerForUniversalSegmentation(mask2former.demo_config()).eval()
     model.save_pretrained(tmp / "m2f")
     mask2former.demo_processor(96, 160).save_pretrained(tmp / "m2f")
     generator = cyclegan.save_generator(cyclegan.init_weights(cyclegan.ResnetGenerator(ngf=16, n_blocks=3)),
