@@ -37,25 +37,34 @@ COST = re.compile(r"INFO pipeline: [a-z-]+: ([\d.]+) s wall, ([\d.]+) CPU-s")
 
 
 def copy_inputs(workdir: Path, cfg: dict, dataset: str, split: str, tmp: Path) -> None:
-    """The split's frames store and the dataset's segmentation teacher, at the same paths under `tmp`."""
-    results = cfg.get("results_dir", "results")
+    """The split's frames store and the dataset's segmentation teacher, copied to where the config
+    `tmp_config(cfg)` expects them under `tmp` (a teacher given by absolute path is read in place)."""
+    results = workdir / cfg.get("results_dir", "results")  # an absolute results_dir stays absolute
     checkpoint = cfg["seg_teacher"]["checkpoint"]
-    teacher = f"{results}/{dataset}/seg_teacher/demo_checkpoint" if checkpoint == "demo" else checkpoint
-    for rel in (f"{results}/{dataset}/frames/{split}.zarr", teacher):
-        src = Path(rel) if Path(rel).is_absolute() else workdir / rel
+    copies = {results / dataset / "frames" / f"{split}.zarr": tmp / "results" / dataset / "frames" / f"{split}.zarr"}
+    if checkpoint == "demo":
+        copies[results / dataset / "seg_teacher" / "demo_checkpoint"] = (
+            tmp / "results" / dataset / "seg_teacher" / "demo_checkpoint")
+    elif not Path(checkpoint).is_absolute():
+        copies[workdir / checkpoint] = tmp / checkpoint
+    for src, dst in copies.items():
         if not src.exists():
             raise FileNotFoundError(f"{src}: run the pipeline in {workdir} first (this benchmark needs its "
                                     f"frames store and segmentation teacher)")
-        if not Path(rel).is_absolute():
-            shutil.copytree(src, tmp / rel)
+        shutil.copytree(src, dst)
+
+
+def tmp_config(cfg: dict, jobs: int) -> dict:
+    """The run's config with its results under the temp folder (never the run's own) and `jobs` parts."""
+    return {**cfg, "results_dir": "results",
+            "jobs_per_split": {**cfg.get("jobs_per_split", {}), "seg_pseudolabels": jobs}}
 
 
 def run_once(tmp: Path, cfg: dict, jobs: int, cores: int, target: str, log: Path) -> tuple[float, float, int]:
     """(wall s of the snakemake command, CPU s of its jobs, number of jobs) with `jobs` parts."""
-    cfg = {**cfg, "jobs_per_split": {**cfg.get("jobs_per_split", {}), "seg_pseudolabels": jobs}}
     config = tmp / f"config_{jobs}.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    logs = tmp / cfg.get("results_dir", "results") / "logs"
+    config.write_text(yaml.safe_dump(tmp_config(cfg, jobs), sort_keys=False))
+    logs = tmp / "results" / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     cmd = ["snakemake", target, "-s", str(REPO / "Snakefile"), "-d", str(tmp), "--configfile", str(config),
            "--cores", str(cores), "--allowed-rules", "seg_pseudolabels", "assemble_parts",
@@ -95,13 +104,12 @@ def main() -> None:
     cfg = yaml.safe_load((args.configfile or workdir / "config.yaml").read_text())
     if args.rows_per_shard:
         cfg["extract"] = {**cfg["extract"], "rows_per_shard": args.rows_per_shard}
-    results = cfg.get("results_dir", "results")
-    target = f"{results}/{args.dataset}/seg_teacher/{args.split}.zarr"
+    target = f"results/{args.dataset}/seg_teacher/{args.split}.zarr"
     with tempfile.TemporaryDirectory(prefix="bench_parts_") as tmp_name:
         tmp = Path(tmp_name)
         copy_inputs(workdir, cfg, args.dataset, args.split, tmp)
         from pipeline.shards import open_shard
-        frames = open_shard(tmp / results / args.dataset / "frames" / f"{args.split}.zarr")
+        frames = open_shard(tmp / "results" / args.dataset / "frames" / f"{args.split}.zarr")
         n, targets = frames["image"].shape, int(np.asarray(frames["target"][...]).sum())
         print(f"seg pseudo-labels of {args.dataset} {args.split}: {targets} target frames of {n[0]} rows at "
               f"{n[2]}x{n[1]}, rows_per_shard {cfg['extract']['rows_per_shard']}, snakemake --cores {args.cores}, "
