@@ -7,11 +7,11 @@
 Needs a finished run in --workdir (the demo's, or a `benchmarks.scale` size folder such as
 /tmp/scale/run_4x with its config.yaml): the split's frames store and the segmentation teacher. Those
 are copied into a temp folder, so the run's own results are left as they were. There, for each N of
---jobs, --reps times, it runs
+--jobs, --reps times, it runs (`benchmarks.scale.snakemake`: this checkout's Snakefile)
 
     snakemake results/<dataset>/seg_teacher/<split>.zarr --cores C
               --configfile <the config with jobs_per_split.seg_pseudolabels: N>
-              --allowed-rules seg_pseudolabels assemble_parts --forcerun seg_pseudolabels
+              --rerun-incomplete --allowed-rules seg_pseudolabels assemble_parts --forcerun seg_pseudolabels
 
 and prints the command's wall time (DAG building, the N part jobs and, for N > 1, the assembly), the
 jobs' CPU seconds (their logs' closing cost lines) and whether the store's arrays equal N = 1's.
@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.scale import snakemake
+
 COST = re.compile(r"INFO pipeline: [a-z-]+: ([\d.]+) s wall, ([\d.]+) CPU-s")
 
 
@@ -66,16 +66,10 @@ def run_once(tmp: Path, cfg: dict, jobs: int, cores: int, target: str, log: Path
     config.write_text(yaml.safe_dump(tmp_config(cfg, jobs), sort_keys=False))
     logs = tmp / "results" / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    cmd = ["snakemake", target, "-s", str(REPO / "Snakefile"), "-d", str(tmp), "--configfile", str(config),
-           "--cores", str(cores), "--allowed-rules", "seg_pseudolabels", "assemble_parts",
-           "--forcerun", "seg_pseudolabels"]  # the target first: the last two options take lists
     t0 = time.perf_counter()
-    with open(log, "a") as out:
-        proc = subprocess.run(cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    snakemake(tmp, [target], cores, allowed=["seg_pseudolabels", "assemble_parts"], log=log, configfile=config,
+              forcerun=["seg_pseudolabels"])
     wall = time.perf_counter() - t0
-    if proc.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise RuntimeError(f"snakemake failed ({proc.returncode}); the end of its log:\n{tail}")
     costs = [COST.search(p.read_text()) for p in logs.rglob("*.log")]
     return wall, sum(float(m.group(2)) for m in costs if m), sum(1 for m in costs if m)
 
@@ -123,7 +117,7 @@ def main() -> None:
                 if reference is None and jobs == 1:
                     reference = got
                 same = ("-" if reference is None or jobs == 1 else
-                        all(np.array_equal(reference[k], got[k]) for k in reference) and got.keys() == reference.keys())
+                        got.keys() == reference.keys() and all(np.array_equal(reference[k], got[k]) for k in got))
                 print(f"{jobs:>5}{'rep ' + str(rep) + ': ' + format(wall, '.2f'):>30}{cpu:>30.2f}{count:>6}   {same}")
 
 

@@ -179,16 +179,22 @@ def write_config(workdir: Path, work: Path, k: int, threads: int) -> Path:
     return path
 
 
-def snakemake(workdir: Path, targets, cores: int, allowed=None, log: Path | None = None) -> None:
-    cmd = [shutil.which("snakemake") or "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", str(cores), "--rerun-incomplete", *targets]
-    if allowed:
+def snakemake(workdir: Path, targets, cores: int, allowed=None, log: Path | None = None,
+              configfile: Path | None = None, forcerun=()) -> None:
+    """This checkout's Snakefile in `workdir` (config: `configfile`, default workdir/config.yaml);
+    `allowed`: --allowed-rules, `forcerun`: --forcerun. Raises with the end of `log` on a failure."""
+    cmd = [shutil.which("snakemake") or "snakemake", *targets, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(configfile or workdir / "config.yaml"), "--cores", str(cores), "--rerun-incomplete"]
+    if allowed:  # the targets come first: these options take lists
         cmd += ["--allowed-rules", *allowed]
+    if forcerun:
+        cmd += ["--forcerun", *forcerun]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(log or os.devnull, "a") as out:
         proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode:
-        raise RuntimeError(f"snakemake failed ({proc.returncode}) in {workdir}: see {log}")
+        tail = "\n".join(log.read_text().splitlines()[-30:]) if log else ""
+        raise RuntimeError(f"snakemake failed ({proc.returncode}) in {workdir}; the end of {log}:\n{tail}")
 
 
 def run_size(work: Path, k: int, cores: int, threads: int, phases: dict) -> dict:
