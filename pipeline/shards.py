@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class ShardWriter:
         # `self.group[name]` would open a dense array without it (and test every chunk against the fill value)
         self._arrays: dict[str, zarr.Array] = {}
         self._digest_cache: dict[str, dict[str, str]] = {}  # array -> {shard: sha256} of whole-shard writes
+        self._direct: set[str] = set()  # arrays whose whole-shard writes skip zarr (`_write_whole_shards`)
 
     def create(self, name: str, row_shape: Iterable[int], dtype, *, compress: bool = False,
                rows_per_shard: int | None = None, dense: bool = False) -> zarr.Array:
@@ -172,6 +174,8 @@ class ShardWriter:
             fill_value=0,
             config={"write_empty_chunks": True} if dense else None,
         )
+        if dense and not compress and _plain_sharding(self._arrays[name]) and _little_endian(dtype):
+            self._direct.add(name)
         return self._arrays[name]
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
@@ -185,8 +189,28 @@ class ShardWriter:
         lo, hi = self.row_range
         if name not in self._whole and len(block) and not lo <= start < start + len(block) <= hi:
             raise ValueError(f"{name}: rows [{start}, {start + len(block)}) outside this part's rows [{lo}, {hi})")
-        arr[start:start + len(block)] = block
+        if not self._write_whole_shards(arr, name, start, block):
+            arr[start:start + len(block)] = block
         self._note_digests(arr, name, start, block)
+
+    def _write_whole_shards(self, arr, name: str, start: int, block: np.ndarray) -> bool:
+        """Write `block` as the whole shard files it covers, byte for byte what zarr's sharding codec writes
+        for a dense uncompressed array (`_plain_sharding`): each row's bytes and their crc32c, then the
+        index of (offset, nbytes) pairs and its crc32c; rows past the array's end are absent (index entries
+        all ones). One `writev` from `block`'s memory per file: zarr's path copies the data twice more into
+        fresh buffers (the demo's nuScenes frames at 576x320: 3.3 -> 2.1 ms a frame). False (nothing
+        written) when the array is not such an array or the block is not whole shards."""
+        rps, n = _shard_rows(arr), arr.shape[0]
+        stop = start + len(block)
+        if name not in self._direct or start % rps or not (stop % rps == 0 or stop == n) or not len(block):
+            return False
+        values = np.ascontiguousarray(block, dtype=arr.dtype)
+        root = Path(self.tmp) / arr.path
+        for lo in range(start, stop, rps):
+            rows = values[lo - start:min(lo + rps, stop) - start]
+            key = arr.metadata.encode_chunk_key((lo // rps,) + (0,) * (arr.ndim - 1))
+            _write_plain_shard(root / key, rows, rps)
+        return True
 
     def _note_digests(self, arr, name: str, start: int, block: np.ndarray) -> None:
         """Keep the sha256 of each whole shard this write covers (computed from `block`, as stored in the
@@ -521,7 +545,7 @@ class RowReader:
         return np.frombuffer(data, self.dtype, count=int(np.prod(self.row_shape))).reshape(self.row_shape)
 
     def _check_crc(self, payload: bytes, stored: bytes, what: str) -> None:
-        if np.uint32(google_crc32c.value(payload)).tobytes() != stored:
+        if _crc32c(payload) != stored:
             raise ShardError(f"{self.path.parent}: array {self.path.name!r} is corrupt ({what} fails its crc32c); "
                              f"delete the shard and re-run the rule that wrote it")
 
@@ -554,6 +578,50 @@ class RowReader:
 
 
 _EMPTY = np.uint64(2**64 - 1)
+
+
+def _little_endian(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return dtype.byteorder in "<|" or (dtype.byteorder == "=" and sys.byteorder == "little")
+
+
+def _write_plain_shard(path: Path, rows: np.ndarray, rows_per_shard: int) -> None:
+    """One shard file of the plain layout (`_plain_sharding`) holding `rows` (C-contiguous, little endian):
+    row j's bytes + crc32c, ..., then the (rows_per_shard, 2) little-endian uint64 index of (offset, nbytes),
+    all ones for the rows the file does not hold, + its crc32c."""
+    row_bytes = rows[0].nbytes if len(rows) else 0
+    stride = row_bytes + 4
+    index = np.full((rows_per_shard, 2), _EMPTY, dtype="<u8")
+    index[:len(rows), 0] = np.arange(len(rows), dtype=np.uint64) * np.uint64(stride)
+    index[:len(rows), 1] = stride
+    flat = rows.reshape(len(rows), -1).view(np.uint8)
+    buffers: list = []
+    for row in flat:
+        buffers += [row.data, _crc32c(row)]
+    index_bytes = index.tobytes()
+    buffers += [index_bytes, _crc32c(index_bytes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        expected, written = sum(len(b) for b in buffers), 0
+        while buffers:  # writev may write less than asked (and at most IOV_MAX buffers a call)
+            done = os.writev(fd, buffers[:_IOV_MAX])
+            written += done
+            while buffers and done >= len(buffers[0]):
+                done -= len(buffers.pop(0))
+            if done:
+                buffers[0] = memoryview(buffers[0])[done:]
+        if written != expected:  # pragma: no cover - the loop above writes everything or raises
+            raise OSError(f"{path}: wrote {written} of {expected} bytes")
+    finally:
+        os.close(fd)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 1024
+
+
+def _crc32c(data) -> bytes:
+    return np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
 
 
 def _plain_sharding(array) -> bool:

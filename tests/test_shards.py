@@ -276,3 +276,63 @@ def test_dense_arrays_store_every_chunk_without_testing_it(tmp_path, monkeypatch
         sizes[dense] = sum(f.stat().st_size for f in (path / "image" / "c").rglob("*") if f.is_file())
     row = 8 * 12 * 3 + 4  # one chunk: the frame and its crc32c
     assert sizes[True] >= 4 * row and row <= sizes[False] < 2 * row
+
+
+@pytest.mark.parametrize("dtype,row_shape", [("uint8", (8, 12, 3)), ("float32", (6, 5))])
+def test_whole_shard_writes_of_dense_arrays_are_byte_for_byte_what_zarr_writes(tmp_path, dtype, row_shape):
+    """A dense uncompressed array's whole shards are written without zarr (`_write_whole_shards`): every
+    file, the partial last shard's included (10 rows, 4 a shard), equals the file zarr's sharding codec
+    writes for the same rows, and zarr, `RowReader` and `verify` read them back. A write that is not whole
+    shards goes through zarr."""
+    rng = np.random.default_rng(3)
+    values = (rng.random((10, *row_shape)) * 255).astype(dtype)
+    written = {}
+    for direct in (True, False):
+        path = tmp_path / f"{direct}.zarr"
+        with shards.ShardWriter(path, 10, {}) as wr:
+            wr.create("x", row_shape, dtype, rows_per_shard=4, dense=True)
+            assert ("x" in wr._direct) is True
+            if not direct:
+                wr._direct.clear()  # zarr's own path
+            wr.write("x", 0, values[:4])      # shard 0
+            wr.write("x", 4, values[4:])      # shard 1 and the partial shard 2
+        files = sorted(f for f in (path / "x").rglob("*") if f.is_file())
+        written[direct] = {str(f.relative_to(path)): f.read_bytes() for f in files}
+        group = shards.open_shard(path)
+        np.testing.assert_array_equal(group["x"][:], values)
+        reader = shards.RowReader(group["x"].array, path / "x")
+        assert reader.fast
+        np.testing.assert_array_equal(np.stack([reader[i] for i in range(10)]), values)
+        assert main(["inspect", str(path), "--verify"]) == 0
+    assert sorted(written[True]) == sorted(written[False]) == [
+        "x/c/0/" + "/".join("0" * len(row_shape)), "x/c/1/" + "/".join("0" * len(row_shape)),
+        "x/c/2/" + "/".join("0" * len(row_shape)), "x/zarr.json"]
+    for key in written[False]:
+        assert written[True][key] == written[False][key], key
+    # the layout itself: row j at j * (row bytes + 4), its crc32c after it; the index at the end
+    last = written[True]["x/c/2/" + "/".join("0" * len(row_shape))]
+    row_bytes = values[0].nbytes
+    index = np.frombuffer(last[-4 - 4 * 16:-4], "<u8").reshape(4, 2)
+    assert index[:2].tolist() == [[0, row_bytes + 4], [row_bytes + 4, row_bytes + 4]]
+    assert (index[2:] == np.uint64(2**64 - 1)).all()
+    assert last[:row_bytes] == values[8].tobytes()
+
+
+def test_writes_that_are_not_whole_shards_go_through_zarr(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(shards, "_write_plain_shard", lambda *a: calls.append(a))
+    values = np.arange(10 * 4 * 3, dtype=np.uint8).reshape(10, 4, 3)
+    path = tmp_path / "p.zarr"
+    with shards.ShardWriter(path, 10, {}) as wr:
+        wr.create("dense", (4, 3), "uint8", rows_per_shard=4, dense=True)
+        wr.create("sparse", (4, 3), "uint8", rows_per_shard=4)
+        wr.create("packed", (4, 3), "uint8", rows_per_shard=4, dense=True, compress=True)
+        wr.write("dense", 2, values[2:6])  # not aligned to a shard
+        wr.write("dense", 6, values[6:8])  # the end of shard 1 only
+        for name in ("sparse", "packed"):
+            wr.write(name, 0, values)
+    assert calls == []
+    group = shards.open_shard(path)
+    np.testing.assert_array_equal(group["dense"][2:8], values[2:8])
+    np.testing.assert_array_equal(group["sparse"][:], values)
+    np.testing.assert_array_equal(group["packed"][:], values)
