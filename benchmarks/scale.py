@@ -20,8 +20,8 @@
    depth bytes per frame are a low estimate). The larger sizes reuse them (`--allowed-rules`: only the
    per-frame rules run).
 3. Prints per stage and dataset, from the jobs' `benchmark:` files and the stores: frames, seconds per
-   frame (wall), CPU seconds per frame, peak RSS (max_rss of the stage's jobs) and bytes per frame on
-   disk, with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the
+   frame (wall), CPU seconds per frame, peak RSS (of the stage's largest job: the larger of the sampler's
+   max_rss and the high-water mark, VmHWM, that the job's log line reports) and bytes per frame on disk, with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the
    same files at 1 and 2 threads, and gt_depth at 1 and 2 threads; extract_frames' peak RSS per size by
    the kernel's high-water mark of a fresh process (a 2-second job's peak can fall between the sampler's reads, so this
    figure, not the sampled one, enters the RSS goal); then the projection table.
@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,6 +247,19 @@ def _tsv(path: Path) -> dict:
     return {"s": float(row["s"]), "cpu": float(row["cpu_time"]), "rss": float(row["max_rss"])}
 
 
+PEAK_LINE = re.compile(r"INFO pipeline: [a-z-]+: .* peak RSS (\d+) MB")
+
+
+def _logged_peak_mb(log: Path) -> float:
+    """The peak RSS (MB) a job's closing cost line reports (`pipeline.cli.usage`: the kernel's VmHWM of the
+    job's process), 0 when there is none. Snakemake's sampler reads RSS every 0.5-30 s and missed, e.g.,
+    the 1x RobotCar training job's peak (5,743 MB sampled, 8,131 MB by VmHWM; 2026-12-02)."""
+    if not log.exists():
+        return 0.0
+    peaks = PEAK_LINE.findall(log.read_text(errors="replace"))
+    return float(peaks[-1]) if peaks else 0.0
+
+
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else 0
 
@@ -268,6 +282,7 @@ def measure(R: Path) -> dict:
                 if not tsv.exists():
                     continue
                 b = _tsv(tsv)
+                b["rss"] = max(b["rss"], _logged_peak_mb(R / "logs" / folder / f"{tsv.stem}.log"))
                 rows, targets = counts[ds, split]
                 if stage == "train":
                     n = min(targets, settings["max_steps_per_epoch"] * settings["batch_size"])
