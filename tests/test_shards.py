@@ -336,3 +336,22 @@ def test_writes_that_are_not_whole_shards_go_through_zarr(tmp_path, monkeypatch)
     np.testing.assert_array_equal(group["dense"][2:8], values[2:8])
     np.testing.assert_array_equal(group["sparse"][:], values)
     np.testing.assert_array_equal(group["packed"][:], values)
+
+
+def test_the_direct_writer_finishes_a_file_that_writev_writes_in_pieces(tmp_path, monkeypatch):
+    """`os.writev` may write fewer bytes than asked, ending mid-buffer: the writer resumes where it stopped
+    and the file is the one a single call writes."""
+    rows = np.random.default_rng(5).integers(0, 255, (3, 5, 7), dtype=np.uint8)
+    shards._write_plain_shard(tmp_path / "whole", rows, 4)
+    real, calls = os.writev, []
+
+    def piecewise(fd, buffers):
+        calls.append(len(buffers))
+        first = bytes(memoryview(buffers[0]))[:7]  # at most 7 bytes of the first buffer a call
+        return real(fd, [first])
+
+    monkeypatch.setattr(os, "writev", piecewise)
+    shards._write_plain_shard(tmp_path / "pieces", rows, 4)
+    whole = (tmp_path / "whole").read_bytes()
+    assert (tmp_path / "pieces").read_bytes() == whole
+    assert len(whole) == 3 * (35 + 4) + 4 * 16 + 4 and len(calls) > 3 * 5 + 6
