@@ -62,13 +62,14 @@ def color_jitter(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
 
 
 def _image(arr, row: int) -> torch.Tensor:
-    """uint8 (H, W, 3) row -> float32 (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(arr[int(row)])).permute(2, 0, 1).float().div_(255.0)
+    """uint8 (H, W, 3) row -> float32 (3, H, W) in [0, 1]. Shard rows are read-only views of the bytes
+    read (`RowReader`), which torch warns about on any conversion: the float copy is made in NumPy."""
+    return torch.from_numpy(np.asarray(arr[int(row)]).astype(np.float32)).permute(2, 0, 1).div_(255.0)
 
 
 def _labels(arr, row: int) -> torch.Tensor:
-    """uint8 (H, W, k) row -> uint8 (k, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(arr[int(row)])).permute(2, 0, 1).contiguous()
+    """uint8 (H, W, k) row -> uint8 (k, H, W), a writable copy (see `_image`)."""
+    return torch.from_numpy(np.array(np.asarray(arr[int(row)]).transpose(2, 0, 1), order="C"))
 
 
 class TrainingSet(Dataset):

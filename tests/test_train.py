@@ -130,6 +130,21 @@ def test_dataset_items_rows_and_shapes(results):
     assert float(item["syn_night"].mean()) < 0.5 * float(item["day"].mean())
 
 
+def test_read_only_shard_rows_become_tensors_without_a_warning():
+    """`RowReader` rows are read-only views of the bytes read; `torch.from_numpy` warns about them once a
+    process (a warning in every training log). Run in a fresh interpreter, as torch warns only once."""
+    code = ("import numpy as np, torch\n"
+            "from pipeline.data import _image, _labels\n"
+            "row = np.frombuffer(bytes(range(24)), np.uint8).reshape(1, 2, 4, 3)\n"
+            "assert not row.flags.writeable\n"
+            "img, lab = _image(row, 0), _labels(row, 0)\n"
+            "assert img.shape == (3, 2, 4) and abs(float(img[2, 1, 3]) - 23 / 255) < 1e-7\n"
+            "assert lab.shape == (3, 2, 4) and int(lab[1, 0, 2]) == 7 and lab.is_contiguous()\n"
+            "assert _labels(row[..., :1], 0).shape == (1, 2, 4)\n")  # k = 1: the transpose is contiguous
+    run = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_dataset_night_pick_is_seeded_per_epoch_and_index(results):
     ds = _set(results, seed=3)
     picks0 = [ds[i]["night_row"] for i in range(len(ds))]
