@@ -21,8 +21,9 @@
    per-frame rules run).
 3. Prints per stage and dataset, from the jobs' `benchmark:` files and the stores: frames, seconds per
    frame (wall), CPU seconds per frame, peak RSS (of the stage's largest job: the larger of the sampler's
-   max_rss and the high-water mark, VmHWM, that the job's log line reports) and bytes per frame on disk, with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the
-   same files at 1 and 2 threads, and gt_depth at 1 and 2 threads; extract_frames' peak RSS per size by
+   max_rss and the high-water mark, VmHWM, that the job's log line reports) and bytes per frame on disk,
+   with the ratios k x / 1x; then extraction frames/s beside the bare OpenCV decode + resize of the same
+   files at 1 and 2 threads, and gt_depth at 1 and 2 threads; extract_frames' peak RSS per size by
    the kernel's high-water mark of a fresh process (a 2-second job's peak can fall between the sampler's reads, so this
    figure, not the sampled one, enters the RSS goal); then the projection table.
 
