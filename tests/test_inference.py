@@ -50,7 +50,12 @@ def student():
     torch.manual_seed(0)
     model = build_model({"model": {"width": 160, "height": 96}})
     model.pose = None
+    with torch.no_grad():  # a trained light net: its last conv starts at zero (r = 0), which would test nothing
+        last = model.light.model[-2]
+        last.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(4))
+        last.bias.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(5))
     randomise_batch_norms(model, seed=1)
+    assert model.light(torch.rand(1, 3, 32, 32)).abs().mean() > 0.05
     return model
 
 

@@ -203,3 +203,20 @@ def test_bad_inputs_raise():
         ResnetEncoder(17)
     with pytest.raises(ValueError):
         DepthDecoder(NUM_CH_ENC)([torch.rand(1, 64, 8, 8)])
+
+
+def test_light_net_starts_as_the_identity_and_learns():
+    """r = 0 at initialisation (I + r = I), the RNG draws are those of the default initialisation (the
+    other layers' weights are unchanged), and the last conv gets a gradient, so one step moves r off 0."""
+    torch.manual_seed(0)
+    net = LightNet(16)
+    image = torch.rand(2, 3, 32, 48)
+    r = net(image)
+    assert torch.equal(r, torch.zeros_like(r))
+    torch.manual_seed(0)
+    default = torch.nn.Conv2d(3, 16, kernel_size=7, padding=0, bias=False)  # the first layer, drawn first
+    assert torch.equal(net.model[1].weight, default.weight)
+    (image + r - 0.9).abs().mean().backward()
+    assert net.model[-2].weight.grad.abs().sum() > 0
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    assert net(image).abs().max() > 0
