@@ -206,8 +206,9 @@ def test_bad_inputs_raise():
 
 
 def test_light_net_starts_as_the_identity_and_learns():
-    """r = 0 at initialisation (I + r = I), the RNG draws are those of the default initialisation (the
-    other layers' weights are unchanged), and the last conv gets a gradient, so one step moves r off 0."""
+    """r = 0 at initialisation (I + r = I), the first conv is the default draw of the same seed (zeroing
+    the last one is done after the default initialisation), and the last conv gets a gradient, so one
+    step moves r off 0."""
     torch.manual_seed(0)
     net = LightNet(16)
     image = torch.rand(2, 3, 32, 48)
