@@ -1,13 +1,14 @@
 """Ground truth aligned with a frames shard, written shard by shard: LiDAR depth at the evaluation
 resolution, its intrinsics, and label maps where the dataset root has them (the demo writes exact ones).
 
-Memory stays flat: two shards of rows (about 64 MB of depth each) are computed, written and dropped at
-a time, so a split of thousands of 1600x900 frames never sits in memory.
+Memory stays flat: one shard of rows (about 64 MB of depth) is filled, written and dropped at a time,
+with a few frames computed ahead of it, so a split of thousands of 1600x900 frames never sits in memory.
 """
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from itertools import chain
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +17,7 @@ import numpy as np
 from pipeline import shards
 from pipeline.datasets.adapter import Dataset
 from pipeline.datasets.images import CropResize
+from pipeline.parallel import ordered_map
 from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,8 @@ def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, i
     target frame or for none. Returns {targets, depth_pixels, pixels, labels}.
 
     Frames are computed on `threads` threads (the dataset's tables are loaded by the first frame, before
-    the others start), one shard ahead of the shard being written, and written in row order: the bytes
-    do not depend on `threads`, and memory holds two shards."""
+    the others start), at most 2 x `threads` frames ahead of the one being stored, while the shard being
+    filled is written: the bytes do not depend on `threads`, and memory holds one shard and those frames."""
     width, height = size
     n = frames["image"].shape[0]
     target = np.asarray(frames["target"][:], bool)
@@ -48,27 +50,20 @@ def write(dataset: Dataset, frames, out: str | Path, *, crop, size: tuple[int, i
     def one(i: int):
         return dataset.ground_truth(frame_ids[i], sources[i], crop=crop, size=size)
 
-    targets = np.flatnonzero(target)
-    first = {int(targets[0]): one(int(targets[0]))} if len(targets) else {}  # loads the tables, once
-    starts = range(0, n, rps)
-    with shards.ShardWriter(out, n, attrs) as w, ThreadPoolExecutor(max(1, int(threads))) as pool:
+    targets = np.flatnonzero(target).tolist()
+    # the first frame loads the dataset's tables, once, before the other threads start
+    rest = ordered_map(one, targets[1:], threads=threads)
+    results = chain([one(targets[0])] if targets else [], rest)
+    with closing(rest), shards.ShardWriter(out, n, attrs) as w:
         w.create("depth", (height, width), np.float32, compress=True, rows_per_shard=rps)
-
-        def submit(start: int) -> list:
-            rows = np.flatnonzero(target[start:start + rps]) + start
-            return [(int(i), pool.submit(first.pop, int(i)) if int(i) in first else pool.submit(one, int(i)))
-                    for i in rows]
-
         done = 0  # rows written so far
         with progress_bar(total=stats["targets"], desc="gt depth", unit="frame", disable=not progress) as bar:
-            ahead = submit(starts[0]) if len(starts) else []
-            for k, start in enumerate(starts):
-                current, ahead = ahead, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
+            for start in range(0, n, rps):
                 stop = min(n, start + rps)
                 depth = np.zeros((stop - start, height, width), np.float32)
                 labels = np.full((stop - start, height, width), IGNORE, np.uint8)
-                for i, future in current:
-                    depth[i - start], lab = future.result()
+                for i in np.flatnonzero(target[start:stop]) + start:
+                    depth[i - start], lab = next(results)
                     if stats["labels"] is None:  # the first target decides: labels for all targets or for none
                         stats["labels"] = lab is not None
                         if lab is not None:
