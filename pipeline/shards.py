@@ -288,17 +288,20 @@ class ShardWriter:
         return RowBuffer(self, name)
 
     def fill_rows(self, name: str, row_shape, dtype, rows_mask: np.ndarray, compute, *, compress: bool = False,
-                  desc: str | None = None) -> None:
-        """Create `name` and fill the rows where `rows_mask` is true with `compute(rows) -> values`, one whole
-        shard at a time; other rows keep the fill value 0."""
+                  desc: str | None = None, rows_per_call: int | None = None) -> None:
+        """Create `name` and fill the rows where `rows_mask` is true with `compute(rows) -> values`, called
+        with at most `rows_per_call` rows (default: a whole shard's) in increasing order; each shard is
+        written whole once filled, other rows keep the fill value 0. Memory: one shard of the array, and
+        what `compute` holds for `rows_per_call` rows (a network's batch, not a shard of inputs)."""
         from pipeline.progress import progress_bar
 
         out = self.rows(name, row_shape, dtype, compress=compress)
         step = out.rows_per_shard
+        call = max(1, int(rows_per_call or step))
         for start in progress_bar(range(*self.row_range, step), desc=desc or name, unit="shard", mininterval=10):
             rows = np.flatnonzero(rows_mask[start:start + step]) + start
-            if len(rows):
-                out.put_rows(rows, compute(rows))
+            for i in range(0, len(rows), call):
+                out.put_rows(rows[i:i + call], compute(rows[i:i + call]))
         out.close()
 
     def commit(self) -> Path:

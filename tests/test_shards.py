@@ -195,9 +195,14 @@ def test_the_row_writer_writes_whole_shards_across_boundaries(tmp_path):
             buf.put_rows([7], np.zeros((1, 2), np.uint8))
         buf.close()
         writer.fill_rows("y", (), np.int16, np.array([1, 0, 1, 1, 0, 0, 1], bool), lambda rows: rows * 10)
+        calls = []  # rows_per_call: compute sees at most that many rows, in order
+        writer.fill_rows("z", (), np.int16, np.array([1, 1, 1, 1, 0, 1, 1], bool),
+                         lambda rows: calls.append(rows.tolist()) or rows * 10, rows_per_call=2)
+    assert calls == [[0, 1], [2, 3], [5, 6]]  # the 7 rows are one shard: its 6 target rows, 2 per call
     g = shards.open_shard(tmp_path / "b.zarr")
     np.testing.assert_array_equal(g["x"][:, 0], [1, 2, 3, 4, 5, 0, 7])
     np.testing.assert_array_equal(g["y"][:], [0, 0, 20, 30, 0, 0, 60])
+    np.testing.assert_array_equal(g["z"][:], [0, 10, 20, 30, 0, 50, 60])
     assert shards.verify(tmp_path / "b.zarr") == {}
 
 

@@ -44,7 +44,8 @@ def run(args) -> int:
     with ShardWriter(args.out, images.shape[0], attrs, part=part) as w:  # non-target rows stay 0
         w.fill_rows("depth", tuple(images.shape[1:3]), np.float16, target, compress=True, desc="depth pseudo-labels",
                     compute=lambda rows: monodepth2.predict_depth(model, images.oindex[rows], args.batch_size, device,
-                                                                  args.min_depth, args.max_depth))
+                                                                  args.min_depth, args.max_depth),
+                    rows_per_call=4 * args.batch_size)  # a few batches of frames at a time, not a shard
     lo, hi = part.rows(len(target))
     log.info("depth pseudo-labels for %d target rows of %s written to %s", int(target[lo:hi].sum()), args.frames,
              args.out)
