@@ -122,8 +122,9 @@ def test_extract_frames_and_gt_equal_devkit_projection(root, nusc, split_dir, tm
 
 
 def test_threads_give_the_serial_bytes(root, dataset, split_dir, tmp_path):
-    """extract_frames and gt_depth on 2 threads (decoding a shard ahead) write what 1 thread writes, and
-    the frames are the crop + resize of `read_rgb` (load_frame converts colours after resizing)."""
+    """extract_frames (decoding a shard ahead) and gt_depth (a few frames ahead) on 2 threads write what 1
+    thread writes, and the frames are the crop + resize of `read_rgb` (load_frame converts colours after
+    resizing)."""
     from pipeline.datasets.images import CropResize, read_rgb
 
     crop = (0, 20, 30, 0)
