@@ -28,7 +28,7 @@ def run(args) -> int:
     from pipeline.shards import Part, ShardWriter, digest, file_sha256, open_shard, provenance
     from pipeline.synth import cyclegan
 
-    tune_allocator()  # keep the activations' memory between batches: 20x fewer page faults, 20 % faster
+    tune_allocator()  # keep freed activations for the next batch: RobotCar 4x 2.2 M -> 0.17 M page faults, -16 %
     frames = open_shard(args.frames)
     G = cyclegan.load_generator(args.generator)
     device = resolve_device(args.device)
