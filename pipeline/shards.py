@@ -13,21 +13,19 @@ corrupted bytes fails. `open_shard` returns a `Shard` whose arrays turn such a f
 
 A stage split over several jobs (config key `jobs_per_split`) writes one `Part` of the group per job:
 the same arrays, each job its own whole shard files (zarr does not lock: two writers of one shard file
-lose data), the digests of its shards in its attrs. `assemble` hard-links the parts' shard files into
-the final group and writes its attrs from the parts' digests: no data is copied or read again, and the
-result equals what one job writes (same files, same attrs but `written_at`).
+lose data), the digests of its shards in its attrs. `assemble` (`pipeline.parts`) hard-links the parts'
+shard files into the final group and writes its attrs from the parts' digests: no data is copied or
+read again, and the result equals what one job writes (same files, same attrs but `written_at`).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import shutil
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -38,6 +36,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from pipeline import __version__
 from pipeline.atomic import atomic_path
+from pipeline.parts import ShardError, Summary, assemble, checksum_from_digests  # noqa: F401 - part of this module's API
 
 # Snakemake marks directory outputs with a `.snakemake_timestamp` file, which zarr warns about.
 warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
@@ -57,10 +56,6 @@ log = logging.getLogger(__name__)
 def _compressors(compress: bool) -> list:
     """The bytes codecs of an array: blosc-zstd (depth, labels) when `compress`, then the crc32c."""
     return [DEPTH_CODEC, CHECKSUM_CODEC] if compress else [CHECKSUM_CODEC]
-
-
-class ShardError(RuntimeError):
-    """A shard is missing, incomplete or fails verification."""
 
 
 def default_rows_per_shard(row_nbytes: int, target_bytes: int = 64 << 20) -> int:
@@ -319,6 +314,8 @@ class ShardWriter:
                             "rows_per_shard": self.part.rows_per_shard,
                             "digests": {name: self._digests(name, *self._own_shards(name))
                                         for name in names},
+                            "layout": {name: {"header": array_header(self.group[name]),
+                                              "shards": n_shards(self.group[name])} for name in names},
                             "summaries": {name: s.to_json() for name, s in self.summaries.items()}}
         meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.group.attrs.update(_jsonable(meta))
@@ -662,18 +659,15 @@ def shard_digests(arr, first: int, stop: int) -> dict[str, str]:
             for i in range(first, stop)}
 
 
+def array_header(arr) -> str:
+    """What an array's checksum hashes before its shards' digests: `dtype|shape`."""
+    return f"{arr.dtype}|{arr.shape}"
+
+
 def combine_digests(arr, digests: Mapping[str, str], where: str = "") -> str:
     """The array's checksum from the digests of all its shards: sha256 of dtype|shape and the shards'
-    sha256s in order."""
-    expected = n_shards(arr)
-    if sorted(digests, key=int) != [str(i) for i in range(expected)]:
-        missing = sorted(set(map(str, range(expected))) - set(digests), key=int)
-        raise ShardError(f"{where}: digests of shards {missing or sorted(digests, key=int)} missing or extra "
-                         f"(expected shards 0..{expected - 1})")
-    h = hashlib.sha256(f"{arr.dtype}|{arr.shape}".encode())
-    for i in range(expected):
-        h.update(bytes.fromhex(digests[str(i)]))
-    return h.hexdigest()
+    sha256s in order (`pipeline.parts.checksum_from_digests`)."""
+    return checksum_from_digests(array_header(arr), n_shards(arr), digests, where)
 
 
 def array_checksum(arr: zarr.Array) -> str:
@@ -681,131 +675,6 @@ def array_checksum(arr: zarr.Array) -> str:
     read shard by shard (strings: UTF-8, NUL-separated). Parts written by several jobs combine their
     shards' digests into the same value without reading the data again (`assemble`)."""
     return combine_digests(arr, shard_digests(arr, 0, n_shards(arr)))
-
-
-class Summary:
-    """Mean and max of many non-negative values added batch by batch (`add(sum, max, count)`), such as
-    a per-pixel statistic over a split. The sum is kept as an exact fraction, so parts of a split
-    written by several jobs merge into exactly the figures one job computes."""
-
-    def __init__(self, count_key: str = "count", **static):
-        self.count_key, self.static = count_key, dict(static)
-        self.total, self.peak, self.count = Fraction(0), 0.0, 0
-
-    def add(self, total, peak, count: int) -> None:
-        self.total += Fraction(float(total))
-        self.peak = max(self.peak, float(peak))
-        self.count += int(count)
-
-    def merge(self, other: "Summary") -> "Summary":
-        self.total += other.total
-        self.peak = max(self.peak, other.peak)
-        self.count += other.count
-        return self
-
-    def report(self) -> dict:
-        mean = float(self.total / self.count) if self.count else 0.0
-        return {**self.static, "mean": mean, "max": self.peak, self.count_key: self.count}
-
-    def to_json(self) -> dict:
-        return {"static": self.static, "count_key": self.count_key, "total": str(self.total), "max": self.peak,
-                "count": self.count}
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> "Summary":
-        out = cls(data["count_key"], **data["static"])
-        out.total, out.peak, out.count = Fraction(data["total"]), float(data["max"]), int(data["count"])
-        return out
-
-
-def assemble(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Join the parts of one group (each committed by a `ShardWriter` with a `Part`) into `out`.
-
-    Every shard file is hard-linked from its part (copied only where the file system has no hard links);
-    the arrays' metadata is part 0's; the attrs are the parts' common attrs with `n_rows`, `checksums`
-    (combined from the parts' shard digests) and the merged summaries: the group one job would have
-    written. Nothing is read from the shard files. Parts must be complete (all COUNT of them), agree on
-    every attr and array, and not overlap; otherwise a ShardError names the part. Atomic like a writer."""
-    parts = [Path(p) for p in parts]
-    if not parts:
-        raise ValueError("assemble: no parts given")
-    groups, infos = [], []
-    for path in parts:
-        if not path.exists():
-            raise ShardError(f"part not found: {path}")
-        try:
-            group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the path
-            raise ShardError(f"{path} is not a readable zarr v3 group: {exc}") from exc
-        info = group.attrs.get("part")
-        if not info:
-            raise ShardError(f"{path} is not a part of a group (no `part` in its attrs)")
-        groups.append(group)
-        infos.append(dict(info))
-    order = sorted(range(len(parts)), key=lambda i: infos[i]["index"])
-    parts, groups, infos = [parts[i] for i in order], [groups[i] for i in order], [infos[i] for i in order]
-    count = infos[0]["count"]
-    if [i["index"] for i in infos] != list(range(count)) or any(i["count"] != count for i in infos):
-        got = ", ".join(f"{info['index']}/{info['count']} {path}" for info, path in zip(infos, parts))
-        raise ShardError(f"expected parts 0..{count - 1} of {count}, got {got}")
-    common = _part_attrs(groups[0])
-    names = sorted(groups[0].array_keys())
-    for path, group in zip(parts[1:], groups[1:]):
-        attrs = _part_attrs(group)
-        if attrs != common:
-            keys = sorted(k for k in set(attrs) | set(common) if attrs.get(k) != common.get(k))
-            raise ShardError(f"{path}: attrs {keys} differ from those of {parts[0]}: parts of different runs")
-        if sorted(group.array_keys()) != names or any(
-                group[n].metadata.to_dict() != groups[0][n].metadata.to_dict() for n in names):
-            raise ShardError(f"{path}: arrays differ from those of {parts[0]}: parts of different runs")
-    meta = dict(common)
-    meta["checksums"] = {}
-    for name in names:
-        digests: dict[str, str] = {}
-        for path, info in zip(parts, infos):
-            own = info["digests"].get(name, {})
-            overlap = sorted(set(own) & set(digests), key=int)
-            if overlap:
-                raise ShardError(f"{path}: shards {overlap} of array {name!r} are in another part too")
-            digests.update(own)
-        meta["checksums"][name] = combine_digests(groups[0][name], digests, f"{out}: array {name!r}")
-    summaries: dict[str, Summary] = {}
-    for info in infos:
-        for key, data in info.get("summaries", {}).items():
-            part_summary = Summary.from_json(data)
-            summaries[key] = summaries[key].merge(part_summary) if key in summaries else part_summary
-    meta.update({key: s.report() for key, s in summaries.items()})
-    meta["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with atomic_path(out, directory=True) as tmp:
-        zarr.open_group(store=str(tmp), mode="w", zarr_format=3).attrs.update(_jsonable(meta))
-        copied = 0
-        for name in names:
-            (tmp / name).mkdir(parents=True)
-            shutil.copyfile(parts[0] / name / "zarr.json", tmp / name / "zarr.json")
-            for part in parts:
-                for src in sorted((part / name / "c").rglob("*")) if (part / name / "c").is_dir() else []:
-                    if src.is_file():
-                        copied += _link(src, tmp / name / src.relative_to(part / name))
-    if copied:
-        log.warning("%s: %d shard files copied (the file system has no hard links)", out, copied)
-    return Path(out)
-
-
-def _part_attrs(group) -> dict:
-    return {k: v for k, v in group.attrs.items() if k not in ("part", "written_at")}
-
-
-def _link(src: Path, dst: Path) -> int:
-    """Hard-link `src` to `dst` (1 if it had to be copied instead)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        raise ShardError(f"{src}: shard file {dst.name} is in another part too")
-    try:
-        os.link(src, dst)
-        return 0
-    except OSError:
-        shutil.copy2(src, dst)
-        return 1
 
 
 def verify(path: str | os.PathLike) -> dict[str, tuple[str, str]]:

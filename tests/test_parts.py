@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,36 @@ def test_assemble_verb_and_verify(tmp_path, capsys):
     assert "verify: OK" in capsys.readouterr().out
     assert main(["assemble", "--parts", str(parts[0]), "--out", str(tmp_path / "x.zarr")]) == 2
     assert "expected parts 0..1 of 2" in capsys.readouterr().err
+
+
+def test_the_assembly_job_imports_neither_zarr_nor_numpy(tmp_path):
+    """`python -m pipeline assemble` reads only zarr.json files: its start-up is the interpreter's, not
+    zarr's (0.3 s), which on a small split decides whether N jobs beat one."""
+    parts = [tmp_path / f"p{i}.zarr" for i in range(2)]
+    for i, p in enumerate(parts):
+        _write(p, shards.Part(i, 2, ROWS_PER_SHARD))
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['assemble', '--parts', {str(parts[0])!r}, {str(parts[1])!r}, '--out', {str(tmp_path / 'o.zarr')!r}]); "
+            "heavy = sorted(m for m in ('zarr', 'numpy', 'torch') if m in sys.modules); "
+            "print(rc, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0 []", out
+    assert_same_group(tmp_path / "o.zarr", shards.assemble(parts, tmp_path / "again.zarr"))
+
+
+def test_assemble_refuses_a_part_of_an_older_format(tmp_path):
+    parts = [tmp_path / f"p{i}.zarr" for i in range(2)]
+    for i, p in enumerate(parts):
+        _write(p, shards.Part(i, 2, ROWS_PER_SHARD))
+    meta = json.loads((parts[1] / "zarr.json").read_text())
+    del meta["attributes"]["part"]["layout"]
+    (parts[1] / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(shards.ShardError, match=r"p1\.zarr is a part written by an older version"):
+        shards.assemble(parts, tmp_path / "out.zarr")
+    (parts[1] / "zarr.json").write_text("{not json")
+    with pytest.raises(shards.ShardError, match=r"p1\.zarr is not a readable zarr v3 group"):
+        shards.assemble(parts, tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()
 
 
 # ----------------------------------------------------------------------------- the four stages

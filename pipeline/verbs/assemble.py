@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.shards import assemble
+    from pipeline.parts import assemble
 
     assemble(args.parts, args.out)
     log.info("%s: assembled from %d parts", args.out, len(args.parts))
