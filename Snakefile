@@ -38,6 +38,14 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
 
 
+onsuccess:
+    drop_rescheduling_timers()
+
+
+onerror:
+    drop_rescheduling_timers()
+
+
 rule all:
     default_target: True
     input:

@@ -39,6 +39,8 @@ def _load(name):
 
 
 _codedigest = _load("codedigest")
+# the Snakefile's onsuccess/onerror: no 1 s wait for the scheduler's timer at exit
+drop_rescheduling_timers = _load("snakemake_exit").drop_rescheduling_timers
 try:
     _load("config").check_relations(config)
 except ValueError as e:
