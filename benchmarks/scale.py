@@ -181,10 +181,10 @@ def write_config(workdir: Path, work: Path, k: int, threads: int) -> Path:
     return path
 
 
-def snakemake(workdir: Path, targets, cores: int, allowed=None, log: Path | None = None,
-              configfile: Path | None = None, forcerun=()) -> None:
-    """This checkout's Snakefile in `workdir` (config: `configfile`, default workdir/config.yaml);
-    `allowed`: --allowed-rules, `forcerun`: --forcerun. Raises with the end of `log` on a failure."""
+def snakemake_command(workdir: Path, targets, cores: int, allowed=None, configfile: Path | None = None,
+                      forcerun=()) -> tuple[list[str], dict]:
+    """(argv, environment) of `snakemake` with this checkout's Snakefile in `workdir` (config:
+    `configfile`, default workdir/config.yaml); `allowed`: --allowed-rules, `forcerun`: --forcerun."""
     cmd = [shutil.which("snakemake") or "snakemake", *targets, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--configfile", str(configfile or workdir / "config.yaml"), "--cores", str(cores), "--rerun-incomplete"]
     if allowed:  # the targets come first: these options take lists
@@ -192,11 +192,22 @@ def snakemake(workdir: Path, targets, cores: int, allowed=None, log: Path | None
     if forcerun:
         cmd += ["--forcerun", *forcerun]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return cmd, env
+
+
+def snakemake(workdir: Path, targets, cores: int, allowed=None, log: Path | None = None,
+              configfile: Path | None = None, forcerun=()) -> None:
+    """Run `snakemake_command(...)`; raises with the end of `log` on a failure."""
+    cmd, env = snakemake_command(workdir, targets, cores, allowed, configfile, forcerun)
     with open(log or os.devnull, "a") as out:
         proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode:
+    check_snakemake(proc.returncode, workdir, log)
+
+
+def check_snakemake(returncode: int, workdir: Path, log: Path | None) -> None:
+    if returncode:
         tail = "\n".join(log.read_text().splitlines()[-30:]) if log else ""
-        raise RuntimeError(f"snakemake failed ({proc.returncode}) in {workdir}; the end of {log}:\n{tail}")
+        raise RuntimeError(f"snakemake failed ({returncode}) in {workdir}; the end of {log}:\n{tail}")
 
 
 def run_size(work: Path, k: int, cores: int, threads: int, phases: dict) -> dict:
