@@ -36,7 +36,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from pipeline import __version__
 from pipeline.atomic import atomic_path
-from pipeline.parts import ShardError, Summary, assemble, checksum_from_digests  # noqa: F401 - part of this module's API
+from pipeline.parts import ShardError, Summary, assemble, checksum_from_digests  # noqa: F401 - re-exported
 
 # Snakemake marks directory outputs with a `.snakemake_timestamp` file, which zarr warns about.
 warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
