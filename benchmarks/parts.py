@@ -7,8 +7,8 @@
 Needs a finished run in --workdir (the demo's, or a `benchmarks.scale` size folder such as
 /tmp/scale/run_4x with its config.yaml): the split's frames store and the segmentation teacher. Those
 are copied into a temp folder, so the run's own results are left as they were. There, --reps times
-and for each N of --jobs (in turn forward and backward, so a drift of the host's speed favours neither), it runs
-(`benchmarks.scale.snakemake_command`: this checkout's Snakefile)
+and for each N of --jobs (in turn forward and backward, so that a drift of the host's speed favours
+neither), it runs (`benchmarks.scale.snakemake_command`: this checkout's Snakefile)
 
     snakemake results/<dataset>/seg_teacher/<split>.zarr --cores C
               --configfile <the config with jobs_per_split.seg_pseudolabels: N>
